@@ -1,0 +1,10 @@
+// Each subcommand lives in its own file and registers itself on the CLI11 app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace lumen::cli {
+
+void add_info(CLI::App& app);
+void add_tokenize(CLI::App& app);
+
+}  // namespace lumen::cli

@@ -1,0 +1,4 @@
+#include "cli/commands.h"
+namespace lumen::cli {
+void add_tokenize(CLI::App& app) {}
+}
