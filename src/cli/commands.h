@@ -6,5 +6,10 @@ namespace lumen::cli {
 
 void add_info(CLI::App& app);
 void add_tokenize(CLI::App& app);
+void add_complete(CLI::App& app);
+void add_perplexity(CLI::App& app);
+void add_synth(CLI::App& app);
+void add_bench(CLI::App& app);
+void add_quantize(CLI::App& app);
 
 }  // namespace lumen::cli

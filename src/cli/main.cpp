@@ -1,8 +1,23 @@
 // lumen: runs quantized LLMs from GGUF files. This file only dispatches to the subcommands.
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "util/error.h"
+
+// llama-bench spells some options with a single dash and two letters, which CLI11 reads as
+// clustered short flags: rewrite them to their long forms so users can switch tools freely.
+static std::vector<std::string> normalise_args(int argc, char** argv) {
+    std::vector<std::string> args;
+    for (int i = argc - 1; i >= 1; i--) {  // CLI11 wants them in reverse order
+        std::string a = argv[i];
+        if (a == "-pg") a = "--pg";
+        else if (a == "-ub") a = "--ubatch-size";
+        args.push_back(a);
+    }
+    return args;
+}
 
 int main(int argc, char** argv) {
     CLI::App app{"lumen: run quantized large language models from GGUF files", "lumen"};
@@ -10,8 +25,14 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", "lumen 0.1.0");
     lumen::cli::add_info(app);
     lumen::cli::add_tokenize(app);
+    lumen::cli::add_complete(app);
+    lumen::cli::add_perplexity(app);
+    lumen::cli::add_synth(app);
+    lumen::cli::add_bench(app);
+    lumen::cli::add_quantize(app);
     try {
-        app.parse(argc, argv);
+        std::vector<std::string> args = normalise_args(argc, argv);
+        app.parse(args);
     } catch (const CLI::CallForHelp& e) {
         return app.exit(e);
     } catch (const CLI::CallForAllHelp& e) {

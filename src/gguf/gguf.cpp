@@ -16,9 +16,15 @@ namespace lumen::gguf {
 
 namespace {
 
-constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as a little-endian u32
 constexpr int kMaxArrayDepth = 8;
 constexpr uint64_t kMaxDims = 4;
+constexpr size_t kMaxKeyBytes = 65535;  // the GGUF spec's limit on a metadata key
+// Counts in the file are only trusted up to this many elements for up-front reservations;
+// beyond it containers grow as elements are actually parsed, so a corrupt count in a large
+// file cannot make us allocate many times the file's size before the parse fails.
+constexpr uint64_t kMaxReserve = 1 << 16;
+
+size_t reserve_for(uint64_t count) { return size_t(std::min(count, kMaxReserve)); }
 
 size_t scalar_size(VType t) {
     switch (t) {
@@ -105,11 +111,12 @@ void read_array(Reader& r, Value& v, const std::string& key, int depth) {
         r.file.error(os.str());
     }
     if (v.elem == VType::STRING) {
-        v.strs.reserve(size_t(v.count));
+        v.strs.reserve(reserve_for(v.count));
         for (uint64_t k = 0; k < v.count; k++) v.strs.push_back(r.str("array string"));
     } else if (v.elem == VType::ARRAY) {
-        v.items.resize(size_t(v.count));
-        for (auto& item : v.items) {
+        v.items.reserve(reserve_for(v.count));
+        for (uint64_t k = 0; k < v.count; k++) {
+            Value& item = v.items.emplace_back();
             item.type = VType::ARRAY;
             read_array(r, item, key, depth + 1);
         }
@@ -161,7 +168,12 @@ double Value::num_at(uint64_t k) const {
 int64_t Value::int_at(uint64_t k) const {
     Value x;
     decode_scalar(elem, raw + k * scalar_size(elem), x);
-    return (elem == VType::FLOAT32 || elem == VType::FLOAT64) ? int64_t(x.f) : x.i;
+    if (elem != VType::FLOAT32 && elem != VType::FLOAT64) return x.i;
+    // Converting a NaN or out-of-range double to int64 is undefined: saturate instead.
+    if (!(x.f == x.f)) return 0;
+    if (x.f >= 9.2233720368547758e18) return INT64_MAX;
+    if (x.f <= -9.2233720368547758e18) return INT64_MIN;
+    return int64_t(x.f);
 }
 
 std::string Value::to_string(size_t max_items) const {
@@ -253,11 +265,15 @@ void File::parse() {
     if (n_kv > r.left() / 13) error("metadata count " + std::to_string(n_kv) + " is larger than the file can hold");
     if (n_tensors > r.left() / 32) error("tensor count " + std::to_string(n_tensors) + " is larger than the file can hold");
 
-    kvs_.reserve(size_t(n_kv));
+    kvs_.reserve(reserve_for(n_kv));
     for (uint64_t k = 0; k < n_kv; k++) {
         KV kv;
+        size_t key_at = r.pos;
         kv.key = std::string(r.str("metadata key"));
         if (kv.key.empty()) error("metadata entry " + std::to_string(k) + " has an empty key");
+        if (kv.key.size() > kMaxKeyBytes)
+            error("metadata key at offset " + std::to_string(key_at) + " is " + std::to_string(kv.key.size()) +
+                  " bytes long (GGUF allows at most " + std::to_string(kMaxKeyBytes) + ")");
         uint32_t t = r.get<uint32_t>("metadata value type");
         if (!valid_vtype(t)) error("key '" + kv.key + "': unknown value type " + std::to_string(t));
         read_value(r, VType(t), kv.value, kv.key, 0);
@@ -271,7 +287,7 @@ void File::parse() {
         alignment_ = size_t(a->u);
     }
 
-    tensors_.reserve(size_t(n_tensors));
+    tensors_.reserve(reserve_for(n_tensors));
     for (uint64_t k = 0; k < n_tensors; k++) {
         TensorInfo t;
         t.name = std::string(r.str("tensor name"));

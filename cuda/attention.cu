@@ -1,0 +1,142 @@
+// KV-cache writes and attention on the GPU. Cache rows hold head_dim * n_head_kv elements per
+// position (F16, F32 or Q8_0). Attention: one block per (head, token), four warps splitting the
+// cached positions, each keeping an online softmax; the warps' partial results are merged at the end.
+#include <cuda_fp16.h>
+
+#include "kernels.h"
+#include "quant_decode.cuh"
+
+namespace lumen::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+
+// Element e of a cache row (lane-strided access keeps reads coalesced).
+template <int CT>
+__device__ __forceinline__ float cache_at(const uint8_t* row, int e) {
+    if constexpr (CT == T_F16) return __half2float(reinterpret_cast<const __half*>(row)[e]);
+    else if constexpr (CT == T_F32) return reinterpret_cast<const float*>(row)[e];
+    else {  // Q8_0
+        const uint8_t* b = row + (e / 32) * 34;
+        return h2f(b) * float(reinterpret_cast<const int8_t*>(b + 2)[e % 32]);
+    }
+}
+
+template <int CT>
+__device__ __forceinline__ size_t head_offset(int hk, int D) {
+    if constexpr (CT == T_F16) return size_t(hk) * D * 2;
+    else if constexpr (CT == T_F32) return size_t(hk) * D * 4;
+    else return size_t(hk) * (D / 32) * 34;
+}
+
+template <int CT, int EPL>  // EPL: elements per lane = head_dim / 32
+__global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size_t q_nb2, const uint8_t* __restrict__ kc,
+                                 const uint8_t* __restrict__ vc, size_t row_bytes, const int32_t* __restrict__ pos,
+                                 float* __restrict__ out, size_t out_nb1, int n_head, int group, float scale,
+                                 int window, float softcap) {
+    constexpr int D = EPL * 32;
+    const int h = blockIdx.x, t = blockIdx.y, hk = h / group;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const float* qr = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(q) + t * q_nb2 + h * q_nb1);
+    float qv[EPL], acc[EPL];
+    #pragma unroll
+    for (int i = 0; i < EPL; i++) {
+        qv[i] = qr[i * 32 + lane] * scale;
+        acc[i] = 0.0f;
+    }
+    const int last = pos[t];
+    const int first = window > 0 ? max(0, last - window + 1) : 0;
+    const size_t hoff = head_offset<CT>(hk, D);
+    float m = -INFINITY, l = 0.0f;
+    for (int j = first + warp; j <= last; j += kWarps) {
+        const uint8_t* krow = kc + size_t(j) * row_bytes + hoff;
+        float s = 0.0f;
+        #pragma unroll
+        for (int i = 0; i < EPL; i++) s += qv[i] * cache_at<CT>(krow, i * 32 + lane);
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+        const float m_new = fmaxf(m, s);
+        const float corr = __expf(m - m_new), p = __expf(s - m_new);
+        l = l * corr + p;
+        const uint8_t* vrow = vc + size_t(j) * row_bytes + hoff;
+        #pragma unroll
+        for (int i = 0; i < EPL; i++) acc[i] = acc[i] * corr + p * cache_at<CT>(vrow, i * 32 + lane);
+        m = m_new;
+    }
+    // Merge the warps: rescale each to the common maximum.
+    __shared__ float sm[kWarps], sl[kWarps], sacc[kWarps][D];
+    if (lane == 0) { sm[warp] = m; sl[warp] = l; }
+    #pragma unroll
+    for (int i = 0; i < EPL; i++) sacc[warp][i * 32 + lane] = acc[i];
+    __syncthreads();
+    if (warp != 0) return;
+    float mx = -INFINITY;
+    for (int w = 0; w < kWarps; w++) mx = fmaxf(mx, sm[w]);
+    float denom = 0.0f, f[kWarps];
+    for (int w = 0; w < kWarps; w++) {
+        f[w] = sm[w] == -INFINITY ? 0.0f : __expf(sm[w] - mx);
+        denom += sl[w] * f[w];
+    }
+    float* o = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(out) + t * out_nb1) + h * D;
+    #pragma unroll
+    for (int i = 0; i < EPL; i++) {
+        float v = 0.0f;
+        for (int w = 0; w < kWarps; w++) v += sacc[w][i * 32 + lane] * f[w];
+        o[i * 32 + lane] = v / denom;
+    }
+}
+
+// One warp per 32 elements of a row.
+__global__ void kv_write_kernel(int ct, uint8_t* cache, size_t row_bytes, const float* k, const int32_t* pos, int width) {
+    const int t = blockIdx.y;
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= width) return;
+    const float x = k[size_t(t) * width + e];
+    uint8_t* row = cache + size_t(pos[t]) * row_bytes;
+    if (ct == T_F16) {
+        reinterpret_cast<__half*>(row)[e] = __float2half(x);
+    } else if (ct == T_F32) {
+        reinterpret_cast<float*>(row)[e] = x;
+    } else {  // Q8_0: the warp shares one block's scale
+        float amax = fabsf(x);
+        for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, o));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t* b = row + (e / 32) * 34;
+        if (e % 32 == 0) *reinterpret_cast<__half*>(b) = __float2half(d);
+        reinterpret_cast<int8_t*>(b + 2)[e % 32] = int8_t(roundf(x * id));
+    }
+}
+
+}  // namespace
+
+void kv_write(int ct, void* cache, size_t row_bytes, const float* k, const int32_t* pos, int64_t width, int64_t T,
+              cudaStream_t s) {
+    dim3 grid(unsigned((width + 127) / 128), unsigned(T));
+    kv_write_kernel<<<grid, 128, 0, s>>>(ct, static_cast<uint8_t*>(cache), row_bytes, k, pos, int(width));
+}
+
+void attention(int ct, const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc, size_t row_bytes,
+               const int32_t* pos, float* out, size_t out_nb1, int64_t D, int64_t n_head, int64_t n_head_kv,
+               int64_t T, int64_t n_ctx, float scale, int window, float softcap, cudaStream_t s) {
+    const dim3 grid{unsigned(n_head), unsigned(T)};
+    const int group = int(n_head / n_head_kv);
+    auto launch = [&](auto kernel) {
+        kernel<<<grid, kWarps * 32, 0, s>>>(q, q_nb1, q_nb2, static_cast<const uint8_t*>(kc),
+                                            static_cast<const uint8_t*>(vc), row_bytes, pos, out, out_nb1, int(n_head),
+                                            group, scale, window, softcap);
+    };
+#define LUMEN_ATT(CT)                                                   \
+    switch (D) {                                                        \
+        case 64: launch(attention_kernel<CT, 2>); return;               \
+        case 128: launch(attention_kernel<CT, 4>); return;              \
+        case 256: launch(attention_kernel<CT, 8>); return;              \
+        default: return;                                                \
+    }
+    if (ct == T_F16) { LUMEN_ATT(T_F16) }
+    else if (ct == T_F32) { LUMEN_ATT(T_F32) }
+    else { LUMEN_ATT(T_Q8_0) }
+#undef LUMEN_ATT
+}
+
+}  // namespace lumen::cuda

@@ -1,0 +1,316 @@
+// Executes the graph on one GPU. Weights are uploaded once (keyed by their address in the
+// mapped file), KV caches live on the device, intermediates share one arena planned by the
+// graph. After its first eager run a graph is captured as a CUDA graph and replayed, so a decode
+// step costs one launch plus the copy of the token ids and positions.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend_cuda.h"
+#include "device.h"
+#include "kernels.h"
+#include "util/error.h"
+#include "util/progress.h"
+
+namespace lumen {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) fail("CUDA: ", what, ": ", cudaGetErrorString(e));
+}
+void check(cublasStatus_t e, const char* what) {
+    if (e != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: ", what, ": status ", int(e));
+}
+
+// Batches up to this many tokens use the decode kernel; larger ones the tensor-core GEMM.
+constexpr int64_t kMatvecMaxCols = 8;
+
+class CudaBackend : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        if (cuda::device_count() == 0) fail("--device cuda: ", cuda::unavailable_reason());
+        check(cudaSetDevice(device), "cudaSetDevice");
+        info_ = cuda::device_info(device);
+        check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
+        check(cublasCreate(&cublas_), "create");
+        check(cublasSetStream(cublas_, stream_), "set stream");
+        check(cudaMalloc(&cublas_ws_, kCublasWorkspace), "cuBLAS workspace");
+        check(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace), "set workspace");
+        check(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "math mode");
+    }
+
+    ~CudaBackend() override {
+        for (auto& [g, exec] : graphs_) if (exec.exec) cudaGraphExecDestroy(exec.exec);
+        for (auto& [h, d] : weights_) cudaFree(d);
+        for (void* p : states_) cudaFree(p);
+        cudaFree(arena_);
+        cudaFree(scratch_);
+        cudaFree(cublas_ws_);
+        cudaFreeHost(staging_);
+        cublasDestroy(cublas_);
+        cudaStreamDestroy(stream_);
+    }
+
+    std::string name() const override { return "CUDA (" + info_.name + ")"; }
+
+    void alloc_state(Tensor* t) override {
+        void* p = nullptr;
+        device_alloc(&p, t->nbytes(), ("KV cache " + t->name).c_str());
+        check(cudaMemset(p, 0, t->nbytes()), "memset");
+        states_.push_back(p);
+        t->data = p;
+    }
+
+    void prepare(Graph& g) override {
+        upload_weights(g);
+        if (arena_size_ < g.arena_size()) {
+            cudaFree(arena_);
+            arena_ = nullptr;
+            device_alloc(&arena_, g.arena_size(), "activations");
+            arena_size_ = g.arena_size();
+            drop_captures();  // captured graphs point at the old arena
+        }
+        size_t scratch = 0, staging = 0;
+        for (Tensor* l : g.leaves())
+            if (l->is_input) staging = std::max(staging, l->offset + l->nbytes());
+        for (Tensor* n : g.nodes()) {
+            if (n->op == Op::MulMat) {
+                const Tensor* w = n->src[0];
+                if (!cuda::matvec_supported(int(w->type)))
+                    fail("CUDA backend: no kernel for weight type ", dtype_name(w->type), " (tensor ", w->name, ")");
+                if (w->ne[0] % 32) fail("CUDA backend: row length ", w->ne[0], " of ", w->name, " is not a multiple of 32");
+                const int64_t M = n->src[1]->nrows();
+                if (M > kMatvecMaxCols)
+                    scratch = std::max(scratch, size_t(w->ne[0]) * size_t(w->ne[1] + M) * 2);
+            }
+            if (n->op == Op::Attention) {
+                const int64_t d = n->src[0]->ne[0];
+                if (d != 64 && d != 128 && d != 256) fail("CUDA backend: attention head size ", d, " is not supported");
+            }
+            if (n->op == Op::GetRows && n->src[0]->ne[0] % 32)
+                fail("CUDA backend: get_rows needs rows that are a multiple of 32 elements");
+        }
+        if (scratch > scratch_size_) {
+            cudaFree(scratch_);
+            scratch_ = nullptr;
+            device_alloc(&scratch_, scratch, "GEMM scratch");
+            scratch_size_ = scratch;
+            drop_captures();
+        }
+        if (staging > staging_size_) {
+            cudaFreeHost(staging_);
+            check(cudaMallocHost(&staging_, staging), "pinned staging buffer");
+            staging_size_ = staging;
+        }
+    }
+
+    void compute(Graph& g) override {
+        Capture& cap = graphs_[&g];
+        if (!cap.prepared) {
+            prepare(g);
+            cap.prepared = true;
+        }
+        // Inputs: host buffers -> pinned staging -> arena (outside any captured graph).
+        for (Tensor* l : g.leaves()) {
+            if (!l->is_input) continue;
+            std::memcpy(static_cast<uint8_t*>(staging_) + l->offset, l->data, l->nbytes());
+            check(cudaMemcpyAsync(static_cast<uint8_t*>(arena_) + l->offset, static_cast<uint8_t*>(staging_) + l->offset,
+                                  l->nbytes(), cudaMemcpyHostToDevice, stream_),
+                  "input upload");
+        }
+        if (cap.exec) {
+            check(cudaGraphLaunch(cap.exec, stream_), "graph launch");
+        } else if (cap.runs == 0 || !use_graphs_) {
+            run_nodes(g);  // first run eagerly: errors surface with their op
+            check(cudaGetLastError(), "kernel launch");
+        } else {
+            cudaGraph_t graph;
+            check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capture");
+            run_nodes(g);
+            check(cudaStreamEndCapture(stream_, &graph), "end capture");
+            check(cudaGraphInstantiate(&cap.exec, graph, 0), "instantiate graph");
+            cudaGraphDestroy(graph);
+            check(cudaGraphLaunch(cap.exec, stream_), "graph launch");
+        }
+        cap.runs++;
+    }
+
+    void read(const Tensor* t, void* dst, size_t bytes) override {
+        check(cudaMemcpyAsync(dst, ptr(t), bytes, cudaMemcpyDeviceToHost, stream_), "read back");
+        check(cudaStreamSynchronize(stream_), "synchronize");
+    }
+
+    void copy_state_rows(Tensor* dst, int64_t to, const Tensor* src, int64_t from, int64_t n) override {
+        check(cudaMemcpyAsync(static_cast<uint8_t*>(dst->data) + size_t(to) * dst->nb[1],
+                              static_cast<const uint8_t*>(src->data) + size_t(from) * src->nb[1],
+                              size_t(n) * src->nb[1], cudaMemcpyDeviceToDevice, stream_),
+              "copy cache rows");
+    }
+
+    void release(Graph& g) override {
+        auto it = graphs_.find(&g);
+        if (it == graphs_.end()) return;
+        if (it->second.exec) cudaGraphExecDestroy(it->second.exec);
+        graphs_.erase(it);
+    }
+
+private:
+    static constexpr size_t kCublasWorkspace = 32u << 20;
+    struct Capture { cudaGraphExec_t exec = nullptr; int runs = 0; bool prepared = false; };
+
+    void device_alloc(void** p, size_t bytes, const char* what) {
+        cudaError_t e = cudaMalloc(p, bytes);
+        if (e == cudaSuccess) return;
+        cudaGetLastError();
+        size_t free_b = 0, total = 0;
+        cudaMemGetInfo(&free_b, &total);
+        fail("not enough GPU memory for ", what, ": need ", bytes >> 20, " MiB, ", free_b >> 20, " MiB free of ",
+             total >> 20, " MiB on ", info_.name);
+    }
+
+    void drop_captures() {
+        for (auto& [g, c] : graphs_) {
+            if (c.exec) cudaGraphExecDestroy(c.exec);
+            c.exec = nullptr;
+        }
+    }
+
+    void upload_weights(Graph& g) {
+        size_t total = 0;
+        std::vector<Tensor*> todo;
+        for (Tensor* l : g.leaves()) {
+            if (!l->is_weight || weights_.count(l->data)) continue;
+            weights_[l->data] = nullptr;
+            todo.push_back(l);
+            total += l->nbytes();
+        }
+        if (todo.empty()) return;
+        const bool show = total > (64u << 20);
+        Progress bar("upload", int64_t(total >> 20), "MiB");
+        size_t done = 0;
+        for (Tensor* l : todo) {
+            void* d = nullptr;
+            device_alloc(&d, l->nbytes(), ("weight " + l->name).c_str());
+            check(cudaMemcpy(d, l->data, l->nbytes(), cudaMemcpyHostToDevice), "weight upload");
+            weights_[l->data] = d;
+            done += l->nbytes();
+            if (show) bar.update(int64_t(done >> 20));
+        }
+        if (show) bar.finish();
+    }
+
+    uint8_t* ptr(const Tensor* t) const {
+        size_t off = 0;
+        while (t->view_src) {
+            off += t->view_offset;
+            t = t->view_src;
+        }
+        uint8_t* base;
+        if (t->is_weight) base = static_cast<uint8_t*>(weights_.at(t->data));
+        else if (t->is_state) base = static_cast<uint8_t*>(t->data);
+        else base = static_cast<uint8_t*>(arena_) + t->offset;  // inputs and intermediates
+        return base + off;
+    }
+    const float* f(const Tensor* t) const { return reinterpret_cast<const float*>(ptr(t)); }
+    float* fo(const Tensor* t) const { return reinterpret_cast<float*>(ptr(t)); }
+
+    void mul_mat(Tensor* t) {
+        const Tensor* w = t->src[0];
+        const Tensor* x = t->src[1];
+        const int64_t K = w->ne[0], N = w->ne[1], M = x->nrows();
+        if (M <= kMatvecMaxCols) {
+            cuda::matvec(int(w->type), ptr(w), w->nb[1], f(x), x->nb[1] / 4, fo(t), t->ne[0], K, N, M, stream_);
+            return;
+        }
+        // Tensor cores: weights and activations in f16, f32 accumulation.
+        void* wh = scratch_;
+        void* xh = static_cast<uint8_t*>(scratch_) + size_t(K) * size_t(N) * 2;
+        cuda::dequant_rows_f16(int(w->type), ptr(w), w->nb[1], wh, K, N, stream_);
+        cuda::f32_to_f16(f(x), xh, K * M, stream_);
+        const float alpha = 1.0f, beta = 0.0f;
+        check(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, wh, CUDA_R_16F, int(K), xh,
+                           CUDA_R_16F, int(K), &beta, fo(t), CUDA_R_32F, int(t->ne[0]), CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT),
+              "GemmEx");
+    }
+
+    void run_nodes(Graph& g) {
+        for (Tensor* t : g.nodes()) {
+            switch (t->op) {
+                case Op::None: case Op::View: break;
+                case Op::GetRows:
+                    cuda::get_rows_f32(int(t->src[0]->type), ptr(t->src[0]), t->src[0]->nb[1],
+                                       reinterpret_cast<const int32_t*>(ptr(t->src[1])), fo(t), t->nb[1], t->ne[0],
+                                       t->ne[1], stream_);
+                    break;
+                case Op::MulMat: mul_mat(t); break;
+                case Op::Add: case Op::Mul: {
+                    const Tensor* b = t->src[1];
+                    cuda::add_or_mul(t->op == Op::Mul, f(t->src[0]), t->src[0]->nb[1], f(b), b->nb[1], b->nrows() == 1,
+                                     fo(t), t->nb[1], t->ne[0], t->nrows(), stream_);
+                    break;
+                }
+                case Op::Scale: cuda::scale(f(t->src[0]), fo(t), t->fp[0], t->nelements(), stream_); break;
+                case Op::SwiGLU: case Op::GeGLU:
+                    cuda::glu(t->op == Op::GeGLU, f(t->src[0]), f(t->src[1]), fo(t), t->nelements(), stream_);
+                    break;
+                case Op::RmsNorm:
+                    cuda::rms_norm(f(t->src[0]), t->src[0]->nb[1], fo(t), t->nb[1], t->ne[0], t->nrows(), t->fp[0], stream_);
+                    break;
+                case Op::Rope: {
+                    cuda::RopeArgs a{t->ip[0], t->ip[1], t->ip[2], t->fp[0], t->fp[1], t->fp[2], t->fp[3], t->fp[4], t->fp[5]};
+                    const Tensor* x = t->src[0];
+                    cuda::rope(f(x), fo(t), reinterpret_cast<const int32_t*>(ptr(t->src[1])),
+                               t->src[2] ? f(t->src[2]) : nullptr, x->ne[0], x->ne[1], x->ne[2], x->nb[1] / 4,
+                               x->nb[2] / 4, a, stream_);
+                    break;
+                }
+                case Op::KVWrite: {
+                    const Tensor* c = t->src[0];
+                    cuda::kv_write(int(c->type), ptr(c), c->nb[1], f(t->src[1]),
+                                   reinterpret_cast<const int32_t*>(ptr(t->src[2])), c->ne[0], t->src[2]->ne[0], stream_);
+                    break;
+                }
+                case Op::Attention: {
+                    const Tensor* q = t->src[0];
+                    const Tensor* kc = t->src[1];
+                    cuda::attention(int(kc->type), f(q), q->nb[1], q->nb[2], ptr(kc), ptr(t->src[2]), kc->nb[1],
+                                    reinterpret_cast<const int32_t*>(ptr(t->src[3])), fo(t), t->nb[1], q->ne[0], q->ne[1],
+                                    t->ip[0], q->ne[2], kc->ne[1], t->fp[0], t->ip[1], t->fp[1], stream_);
+                    break;
+                }
+                case Op::Argmax:
+                    cuda::argmax_rows(f(t->src[0]), reinterpret_cast<int32_t*>(ptr(t)), t->src[0]->ne[0],
+                                      t->src[0]->nrows(), stream_);
+                    break;
+            }
+        }
+    }
+
+    int device_;
+    cuda::DeviceInfo info_;
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t cublas_ = nullptr;
+    void* cublas_ws_ = nullptr;
+    std::unordered_map<const void*, void*> weights_;
+    std::vector<void*> states_;
+    void* arena_ = nullptr;
+    size_t arena_size_ = 0;
+    void* scratch_ = nullptr;
+    size_t scratch_size_ = 0;
+    void* staging_ = nullptr;
+    size_t staging_size_ = 0;
+    std::unordered_map<const Graph*, Capture> graphs_;
+    bool use_graphs_ = getenv("LUMEN_NO_CUDA_GRAPHS") == nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+}  // namespace lumen

@@ -1,0 +1,42 @@
+// Launchers of the CUDA kernels, one group per file. All take device pointers and a stream.
+#pragma once
+#include <cuda_runtime.h>
+#include <cstddef>
+#include <cstdint>
+
+namespace lumen::cuda {
+
+// matvec.cu: Y[m][n] = dot(W row n, X row m) for small M (decode), any weight type.
+bool matvec_supported(int type);
+void matvec(int type, const void* W, size_t w_stride, const float* X, size_t x_stride, float* Y, int64_t ldy,
+            int64_t K, int64_t N, int64_t M, cudaStream_t s);
+// Dequantizes rows of any weight type into f16 (for the tensor-core GEMM path) or f32.
+void dequant_rows_f16(int type, const void* W, size_t w_stride, void* out_f16, int64_t K, int64_t N, cudaStream_t s);
+void get_rows_f32(int type, const void* table, size_t stride, const int32_t* ids, float* out, size_t out_stride,
+                  int64_t K, int64_t n_ids, cudaStream_t s);
+
+// elementwise.cu
+void f32_to_f16(const float* x, void* y, int64_t n, cudaStream_t s);
+void add_or_mul(bool mul, const float* a, size_t a_stride, const float* b, size_t b_stride, bool broadcast, float* y,
+                size_t y_stride, int64_t n, int64_t rows, cudaStream_t s);
+void scale(const float* x, float* y, float k, int64_t n, cudaStream_t s);
+void glu(bool gelu, const float* gate, const float* up, float* y, int64_t n, cudaStream_t s);
+void rms_norm(const float* x, size_t x_stride, float* y, size_t y_stride, int64_t n, int64_t rows, float eps,
+              cudaStream_t s);
+struct RopeArgs {
+    int n_rot, neox, orig_ctx;
+    float base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
+};
+void rope(const float* x, float* y, const int32_t* pos, const float* factors, int64_t head_dim, int64_t n_head,
+          int64_t T, size_t x_nb1, size_t x_nb2, const RopeArgs& a, cudaStream_t s);
+void argmax_rows(const float* x, int32_t* out, int64_t n, int64_t rows, cudaStream_t s);
+
+// attention.cu
+void kv_write(int cache_type, void* cache, size_t row_bytes, const float* k, const int32_t* pos, int64_t width,
+              int64_t T, cudaStream_t s);
+void attention(int cache_type, const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc,
+               size_t cache_row_bytes, const int32_t* pos, float* out, size_t out_nb1, int64_t head_dim,
+               int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window, float softcap,
+               cudaStream_t s);
+
+}  // namespace lumen::cuda

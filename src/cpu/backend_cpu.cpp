@@ -1,0 +1,87 @@
+#include "cpu/backend_cpu.h"
+
+#include <cstring>
+
+#include "cpu/ops.h"
+#include "util/error.h"
+
+namespace lumen {
+
+namespace cpu {
+uint8_t* OpCtx::ptr(const Tensor* t) const {
+    size_t off = 0;
+    while (t->view_src) {
+        off += t->view_offset;
+        t = t->view_src;
+    }
+    // Leaves (weights, inputs, states) live in host memory; everything else in the arena.
+    uint8_t* base = t->op == Op::None ? static_cast<uint8_t*>(t->data) : arena + t->offset;
+    return base + off;
+}
+}  // namespace cpu
+
+CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
+CpuBackend::~CpuBackend() = default;
+
+void CpuBackend::alloc_state(Tensor* t) {
+    size_t n = t->nbytes();
+    states_.emplace_back(new uint8_t[n]());
+    t->data = states_.back().get();
+}
+
+void CpuBackend::prepare(Graph& g) {
+    if (arena_.size() < g.arena_size()) arena_.resize(g.arena_size());
+    for (Tensor* n : g.nodes()) {
+        size_t s = 0, p = 0;
+        cpu::work_size(n, pool_.size(), s, p);
+        work_shared_ = std::max(work_shared_, (s + 63) / 64 * 64);
+        work_per_thread_ = std::max(work_per_thread_, (p + 63) / 64 * 64);
+    }
+    size_t need = work_shared_ + work_per_thread_ * size_t(pool_.size());
+    if (work_.size() < need) work_.resize(need);
+}
+
+void CpuBackend::compute(Graph& g) {
+    prepare(g);
+    const size_t shared = work_shared_, per_thread = work_per_thread_;
+    const std::vector<Tensor*>& nodes = g.nodes();
+    pool_.run([&](int ith, int nth) {
+        cpu::OpCtx c;
+        c.ith = ith;
+        c.nth = nth;
+        c.arena = arena_.data();
+        c.work = work_.data();
+        c.work_shared = shared;
+        c.work_per_thread = per_thread;
+        c.barrier_fn = [](void* p) { static_cast<ThreadPool*>(p)->barrier(); };
+        c.barrier_arg = &pool_;
+        for (Tensor* t : nodes) {
+            switch (t->op) {
+                case Op::None: case Op::View: continue;  // no work, no barrier needed
+                case Op::GetRows: cpu::op_get_rows(c, t); break;
+                case Op::MulMat: cpu::op_mul_mat(c, t); break;
+                case Op::Add: case Op::Mul: cpu::op_binary(c, t); break;
+                case Op::Scale: case Op::SwiGLU: case Op::GeGLU: cpu::op_unary(c, t); break;
+                case Op::RmsNorm: cpu::op_rms_norm(c, t); break;
+                case Op::Rope: cpu::op_rope(c, t); break;
+                case Op::KVWrite: cpu::op_kv_write(c, t); break;
+                case Op::Attention: cpu::op_attention(c, t); break;
+                case Op::Argmax: cpu::op_argmax(c, t); break;
+            }
+            c.barrier();
+        }
+    });
+}
+
+void CpuBackend::read(const Tensor* t, void* dst, size_t bytes) {
+    cpu::OpCtx c;
+    c.arena = arena_.data();
+    std::memcpy(dst, c.ptr(t), bytes);
+}
+
+void CpuBackend::copy_state_rows(Tensor* dst, int64_t to, const Tensor* src, int64_t from, int64_t n) {
+    std::memmove(static_cast<uint8_t*>(dst->data) + size_t(to) * dst->nb[1],
+                 static_cast<const uint8_t*>(src->data) + size_t(from) * src->nb[1], size_t(n) * src->nb[1]);
+}
+
+}  // namespace lumen

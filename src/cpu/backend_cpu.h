@@ -1,0 +1,30 @@
+// The CPU backend: runs a graph on a thread pool, reading weights straight from the mapped file.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "cpu/thread_pool.h"
+#include "tensor/backend.h"
+
+namespace lumen {
+
+class CpuBackend : public Backend {
+public:
+    explicit CpuBackend(int n_threads);
+    ~CpuBackend() override;
+    std::string name() const override { return "CPU"; }
+    int n_threads() const { return pool_.size(); }
+    void alloc_state(Tensor* t) override;
+    void prepare(Graph& g) override;
+    void compute(Graph& g) override;
+    void read(const Tensor* t, void* dst, size_t bytes) override;
+    void copy_state_rows(Tensor* dst, int64_t to, const Tensor* src, int64_t from, int64_t n) override;
+
+private:
+    ThreadPool pool_;
+    std::vector<uint8_t> arena_, work_;
+    size_t work_shared_ = 0, work_per_thread_ = 0;
+    std::vector<std::unique_ptr<uint8_t[]>> states_;
+};
+
+}  // namespace lumen

@@ -1,0 +1,31 @@
+// The CPU matrix-multiply kernel: Y = X * W^T for a slice of W's rows, with the activations X
+// already converted to the weight type's partner format (vec_dot_type in tensor/quant.h).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/dtype.h"
+
+namespace lumen::cpu {
+
+// One activation row of K floats -> vec_type (Q8_0, Q8_1, Q8_K or F32), the same bytes as
+// quantize_row(vec_type, ...) produces, but vectorised.
+void quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
+
+// Y[m * ldy + n] = dot(row n of W, row m of Xq) for n in [n_rows_begin, n_rows_end) and m in
+// [0, M). W rows hold K elements of wt, w_row_stride_bytes apart; Xq rows hold K elements of
+// vec_dot_type(wt), x_row_stride_bytes apart. Threads call this on disjoint row ranges; ranges that
+// are multiples of 8 rows keep the SIMD tiles whole. Unsupported types throw lumen::Error.
+//
+// M = 1 runs one dot product per row (reading W once is the cost). For larger M, tiles of 8
+// weight rows are decoded once into an interleaved scratch copy and multiplied with 4 tokens at a
+// time, so each weight byte fetched serves 4 x 8 outputs.
+void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void* Xq, size_t x_row_stride_bytes,
+                 float* Y, int64_t ldy, int64_t K, int64_t n_rows_begin, int64_t n_rows_end, int64_t M);
+
+// The same product with one vec_dot_scalar per output: the reference the tests compare with.
+void matmul_rows_reference(DType wt, const void* W, size_t w_row_stride_bytes, const void* Xq,
+                           size_t x_row_stride_bytes, float* Y, int64_t ldy, int64_t K, int64_t n_rows_begin,
+                           int64_t n_rows_end, int64_t M);
+
+}  // namespace lumen::cpu

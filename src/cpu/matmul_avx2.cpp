@@ -1,0 +1,507 @@
+// Tiled AVX2 matmul for several tokens at once (prompt processing).
+//
+// A tile is 8 weight rows decoded into a scratch copy where every 4 consecutive values of the 8
+// rows sit side by side: one 32-byte register holds values 4g..4g+3 of rows 0..7 ("group" g).
+// vpmaddubsw of that register with the token's 4 activation bytes broadcast to all lanes gives
+// each row's partial dot product in its own 32-bit lane, so the 8 rows' sums come out of the
+// integer pipeline without horizontal adds, and each tile load serves 4 tokens.
+//
+// Every integer format decodes to unsigned levels q with a float scale and offset per sub-block
+// of 16 or 32 values (value = d*q + m; Q4_K's d*sc*q - dmin*mn, Q6_K's d*sc*(q - 32), ...), so one
+// kernel covers them: sum(value * da*qa) = d*da*sum(q*qa) + m*(da*sum(qa)), and da*sum(qa) per
+// sub-block is read once from the activation blocks. Q8_0 weights are signed and use the sign
+// trick instead; float weights use a plain FMA kernel on the same 8-row interleave.
+#include "cpu/matmul_impl.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <algorithm>
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/simd_avx2.h"
+#include "tensor/half.h"
+#include "tensor/quant.h"
+
+namespace lumen::cpu::avx2 {
+
+namespace {
+
+constexpr int kRows = 8;    // weight rows per tile: one per 32-bit lane
+constexpr int kTokens = 4;  // tokens multiplied with a tile at once
+
+enum class Family { Unsigned, Signed, Float };
+
+// How a weight type sits in a tile.
+struct Layout {
+    Family family;
+    int sub;  // values per (scale, offset) pair: 16 or 32
+    int run;  // 4-value groups whose int16 maddubs sums can be added before they overflow
+};
+
+bool layout_of(DType t, Layout& l) {
+    switch (t) {
+        // run: each int16 lane adds 2 products per group, |product| <= qmax * 127 <= 32767 / (2 * run).
+        case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: l = {Family::Unsigned, 32, 8}; return true;
+        case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: l = {Family::Unsigned, 32, 4}; return true;
+        case DType::Q2_K: case DType::Q3_K: l = {Family::Unsigned, 16, 4}; return true;
+        case DType::Q6_K: l = {Family::Unsigned, 16, 2}; return true;
+        case DType::Q8_0: l = {Family::Signed, 32, 1}; return true;
+        case DType::F32: case DType::F16: case DType::BF16: l = {Family::Float, 1, 1}; return true;
+        default: return false;
+    }
+}
+
+// ---- decoding one weight block into levels q (bytes) and per-sub-block d, m ----
+
+inline void store32(uint8_t* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+
+void decode_q4_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ4_0& b = *reinterpret_cast<const BlockQ4_0*>(blk);
+    store32(q, unpack_nibbles16(b.qs));
+    d[0] = fp16_to_f32(b.d);
+    m[0] = -8 * d[0];
+}
+
+void decode_q4_1(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ4_1& b = *reinterpret_cast<const BlockQ4_1*>(blk);
+    store32(q, unpack_nibbles16(b.qs));
+    d[0] = fp16_to_f32(b.d);
+    m[0] = fp16_to_f32(b.m);
+}
+
+inline __m256i q5_levels(const uint8_t qs[16], const uint8_t qh[4]) {
+    uint32_t bits;
+    std::memcpy(&bits, qh, 4);
+    return _mm256_or_si256(unpack_nibbles16(qs), _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10)));
+}
+
+void decode_q5_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ5_0& b = *reinterpret_cast<const BlockQ5_0*>(blk);
+    store32(q, q5_levels(b.qs, b.qh));
+    d[0] = fp16_to_f32(b.d);
+    m[0] = -16 * d[0];
+}
+
+void decode_q5_1(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ5_1& b = *reinterpret_cast<const BlockQ5_1*>(blk);
+    store32(q, q5_levels(b.qs, b.qh));
+    d[0] = fp16_to_f32(b.d);
+    m[0] = fp16_to_f32(b.m);
+}
+
+void decode_q8_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ8_0& b = *reinterpret_cast<const BlockQ8_0*>(blk);
+    std::memcpy(q, b.qs, 32);  // signed levels
+    d[0] = fp16_to_f32(b.d);
+    m[0] = 0;
+}
+
+void decode_q2_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ2_K& b = *reinterpret_cast<const BlockQ2_K*>(blk);
+    for (int h = 0; h < 2; h++) {
+        const __m256i qs = loadu(b.qs + 32 * h);
+        for (int k = 0; k < 4; k++)
+            store32(q + 128 * h + 32 * k, _mm256_and_si256(_mm256_srli_epi16(qs, 2 * k), _mm256_set1_epi8(3)));
+    }
+    const float sd = fp16_to_f32(b.d), smin = fp16_to_f32(b.dmin);
+    for (int j = 0; j < 16; j++) {
+        d[j] = sd * float(b.scales[j] & 0x0F);
+        m[j] = -smin * float(b.scales[j] >> 4);
+    }
+}
+
+void decode_q3_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ3_K& b = *reinterpret_cast<const BlockQ3_K*>(blk);
+    const __m256i hm = loadu(b.hmask);
+    for (int h = 0; h < 2; h++) {
+        const __m256i qs = loadu(b.qs + 32 * h);
+        for (int k = 0; k < 4; k++) {
+            const __m256i low = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * k), _mm256_set1_epi8(3));
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), _mm256_set1_epi8(1));
+            store32(q + 128 * h + 32 * k, _mm256_or_si256(low, _mm256_slli_epi16(high, 2)));
+        }
+    }
+    int8_t sc[16];
+    q3k_scales(b.scales, sc);
+    const float sd = fp16_to_f32(b.d);
+    for (int j = 0; j < 16; j++) {
+        d[j] = sd * float(sc[j]);
+        m[j] = -4 * d[j];
+    }
+}
+
+template <class Block, bool kBits5>
+void decode_q45_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const Block& b = *reinterpret_cast<const Block*>(blk);
+    const __m256i nib = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kBits5) qh = loadu(b.qh);
+    for (int c = 0; c < 4; c++) {
+        const __m256i raw = loadu(b.qs + 32 * c);
+        __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
+        if constexpr (kBits5) {
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+        }
+        store32(q + 64 * c, lo);
+        store32(q + 64 * c + 32, hi);
+    }
+    const float sd = fp16_to_f32(b.d), smin = fp16_to_f32(b.dmin);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, mn;
+        k4_scale_min(b.scales, j, sc, mn);
+        d[j] = sd * float(sc);
+        m[j] = -smin * float(mn);
+    }
+}
+
+void decode_q6_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ6_K& b = *reinterpret_cast<const BlockQ6_K*>(blk);
+    const __m256i nib = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        const __m256i ql0 = loadu(b.ql + 64 * h), ql1 = loadu(b.ql + 64 * h + 32), qh = loadu(b.qh + 32 * h);
+        const __m256i low[4] = {_mm256_and_si256(ql0, nib), _mm256_and_si256(ql1, nib),
+                                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), nib),
+                                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), nib)};
+        for (int k = 0; k < 4; k++) {
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2);
+            store32(q + 128 * h + 32 * k, _mm256_or_si256(low[k], _mm256_slli_epi16(high, 4)));
+        }
+    }
+    const float sd = fp16_to_f32(b.d);
+    for (int j = 0; j < 16; j++) {
+        d[j] = sd * float(b.scales[j]);
+        m[j] = -32 * d[j];
+    }
+}
+
+using DecodeFn = void (*)(const uint8_t* blk, uint8_t* q, float* d, float* m);
+
+DecodeFn decoder_of(DType t) {
+    switch (t) {
+        case DType::Q4_0: return decode_q4_0;
+        case DType::Q4_1: return decode_q4_1;
+        case DType::Q5_0: return decode_q5_0;
+        case DType::Q5_1: return decode_q5_1;
+        case DType::Q8_0: return decode_q8_0;
+        case DType::Q2_K: return decode_q2_k;
+        case DType::Q3_K: return decode_q3_k;
+        case DType::Q4_K: return decode_q45_k<BlockQ4_K, false>;
+        case DType::Q5_K: return decode_q45_k<BlockQ5_K, true>;
+        case DType::Q6_K: return decode_q6_k;
+        default: return nullptr;
+    }
+}
+
+// ---- packing a tile ----
+
+// Rows r[0..7] of 8 dwords each -> r[g] = dword g of rows 0..7.
+inline void transpose8x8(__m256i r[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);      // columns 0 | 4
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);  // 1 | 5
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);  // 2 | 6
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);  // 3 | 7
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+// A tile of quantized rows (32-byte aligned): q holds K/32 chunks of 8 group registers (256 bytes
+// each); dm holds, per sub-block, the 8 rows' d followed by their 8 offsets m.
+struct QuantTile {
+    uint8_t* q;
+    float* dm;
+};
+
+void pack_quant(const MatmulArgs& a, DecodeFn decode, const Layout& l, int64_t n0, int rows, QuantTile tile) {
+    const DTypeInfo& info = dtype_info(a.wt);
+    const int bs = int(info.block_size), nsub = bs / l.sub, nchunk = bs / 32;
+    const int64_t nblk = a.K / bs;
+    alignas(32) uint8_t q[kRows][256];
+    float d[kRows][16], m[kRows][16];
+    for (int r = rows; r < kRows; r++) {  // missing rows of a partial tile multiply as zeros
+        std::memset(q[r], 0, sizeof q[r]);
+        std::fill(d[r], d[r] + 16, 0.0f);
+        std::fill(m[r], m[r] + 16, 0.0f);
+    }
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        for (int r = 0; r < rows; r++)
+            decode(a.W + size_t(n0 + r) * a.w_stride + size_t(blk) * info.block_bytes, q[r], d[r], m[r]);
+        for (int c = 0; c < nchunk; c++) {
+            __m256i v[kRows];
+            for (int r = 0; r < kRows; r++) v[r] = loadu(q[r] + 32 * c);
+            transpose8x8(v);
+            uint8_t* dst = tile.q + size_t(blk * nchunk + c) * 256;
+            for (int g = 0; g < 8; g++) store32(dst + 32 * g, v[g]);
+        }
+        for (int s = 0; s < nsub; s++) {
+            float* dm = tile.dm + size_t(blk * nsub + s) * 16;
+            for (int r = 0; r < kRows; r++) {
+                dm[r] = d[r][s];
+                dm[8 + r] = m[r][s];
+            }
+        }
+    }
+}
+
+// Float weights: K x 8 floats, value k of row r at [8k + r].
+void pack_float(const MatmulArgs& a, int64_t n0, int rows, float* tile) {
+    for (int64_t k0 = 0; k0 < a.K; k0 += 8) {
+        __m256 v[kRows];
+        for (int r = 0; r < kRows; r++) {
+            if (r >= rows) { v[r] = _mm256_setzero_ps(); continue; }
+            const uint8_t* row = a.W + size_t(n0 + r) * a.w_stride;
+            if (a.K - k0 >= 8) {
+                if (a.wt == DType::F32) v[r] = _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k0);
+                else {
+                    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k0));
+                    v[r] = a.wt == DType::F16 ? _mm256_cvtph_ps(h)
+                                              : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+                }
+            } else {  // the last few values of a K that is not a multiple of 8
+                alignas(32) float tmp[8] = {};
+                const uint16_t* h = reinterpret_cast<const uint16_t*>(row);
+                for (int64_t k = k0; k < a.K; k++)
+                    tmp[k - k0] = a.wt == DType::F32 ? reinterpret_cast<const float*>(row)[k]
+                                  : a.wt == DType::F16 ? fp16_to_f32(h[k])
+                                                       : bf16_to_f32(h[k]);
+                v[r] = _mm256_load_ps(tmp);
+            }
+        }
+        __m256i vi[kRows];
+        for (int r = 0; r < kRows; r++) vi[r] = _mm256_castps_si256(v[r]);
+        transpose8x8(vi);
+        for (int k = 0; k < 8 && k0 + k < a.K; k++) _mm256_store_ps(tile + 8 * (k0 + k), _mm256_castsi256_ps(vi[k]));
+    }
+}
+
+// ---- activations ----
+
+// Per token and sub-block: the activation scale and scale * sum of the quants.
+struct ActScale { float d, s; };
+
+// Byte offset of value e inside an activation row of type vt.
+size_t act_offset(DType vt, int64_t e) {
+    if (vt == DType::Q8_0) return size_t(e / 32) * sizeof(BlockQ8_0) + offsetof(BlockQ8_0, qs) + size_t(e % 32);
+    if (vt == DType::Q8_1) return size_t(e / 32) * sizeof(BlockQ8_1) + offsetof(BlockQ8_1, qs) + size_t(e % 32);
+    return size_t(e / 256) * sizeof(BlockQ8_K) + offsetof(BlockQ8_K, qs) + size_t(e % 256);
+}
+
+void act_scales(DType vt, const uint8_t* row, int64_t K, int sub, ActScale* out) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int64_t s = 0; s < K / sub; s++) {
+        const int64_t e = s * sub;
+        if (vt == DType::Q8_0) {
+            const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[e / 32];
+            const float d = fp16_to_f32(b.d);
+            out[s] = {d, d * float(hsum_i32(dot_u8_i8(ones, loadu(b.qs))))};
+        } else if (vt == DType::Q8_1) {
+            const BlockQ8_1& b = reinterpret_cast<const BlockQ8_1*>(row)[e / 32];
+            out[s] = {fp16_to_f32(b.d), fp16_to_f32(b.s)};
+        } else {
+            const BlockQ8_K& b = reinterpret_cast<const BlockQ8_K*>(row)[e / 256];
+            int sum = 0;
+            for (int g = int(e % 256) / 16; g < int(e % 256 + sub) / 16; g++) sum += b.bsums[g];
+            out[s] = {b.d, b.d * float(sum)};
+        }
+    }
+}
+
+// ---- the kernels: NT tokens x 8 rows, results in acc[t] (lane r = row r) ----
+
+struct TokenRows {
+    const uint8_t* q[kTokens];      // activation rows (quantized types) ...
+    const ActScale* as[kTokens];   // ... with their per-sub-block scales
+    const float* f[kTokens];        // activation rows (float weights)
+};
+
+inline __m256i bcast4(const uint8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+template <int NT, int SUB, int RUN>
+void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 acc[NT]) {
+    constexpr int kGroups = SUB / 4;
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const uint8_t* wq = tile.q;
+    const float* dm = tile.dm;
+    for (int64_t s = 0; s < nsub; s++, wq += 32 * kGroups, dm += 16) {
+        __m256i isum[NT];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int g0 = 0; g0 < kGroups; g0 += RUN) {
+            __m256i s16[NT];
+            for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
+            for (int g = g0; g < g0 + RUN; g++) {
+                const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 32 * g));
+                for (int t = 0; t < NT; t++)
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast4(x.q[t] + off[s] + 4 * g)));
+            }
+            for (int t = 0; t < NT; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], ones16));
+        }
+        const __m256 dw = _mm256_load_ps(dm), mw = _mm256_load_ps(dm + 8);
+        for (int t = 0; t < NT; t++) {
+            const ActScale as = x.as[t][s];
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(as.d)), acc[t]);
+            acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as.s), acc[t]);
+        }
+    }
+}
+
+template <int NT>
+void kernel_signed(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 acc[NT]) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const uint8_t* wq = tile.q;
+    const float* dm = tile.dm;
+    for (int64_t s = 0; s < nsub; s++, wq += 256, dm += 16) {
+        __m256i isum[NT];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g++) {
+            const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 32 * g));
+            const __m256i wabs = _mm256_sign_epi8(w, w);
+            for (int t = 0; t < NT; t++) {
+                const __m256i p = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(bcast4(x.q[t] + off[s] + 4 * g), w));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones16));
+            }
+        }
+        const __m256 dw = _mm256_load_ps(dm);
+        for (int t = 0; t < NT; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(x.as[t][s].d)), acc[t]);
+    }
+}
+
+template <int NT>
+void kernel_float(const float* tile, int64_t K, const TokenRows& x, __m256 acc[NT]) {
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 w = _mm256_load_ps(tile + 8 * k);
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(w, _mm256_broadcast_ss(x.f[t] + k), acc[t]);
+    }
+}
+
+// Runs the kernel for NT tokens; `Kernel` is called as kernel(acc).
+template <int NT, class Kernel>
+void run_tokens(const Kernel& kernel, float* Y, int64_t ldy, int64_t m0, int64_t n0, int rows) {
+    __m256 acc[NT];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    kernel(acc);
+    for (int t = 0; t < NT; t++) {
+        float* y = Y + (m0 + t) * ldy + n0;
+        if (rows == kRows) {
+            _mm256_storeu_ps(y, acc[t]);
+        } else {
+            alignas(32) float tmp[kRows];
+            _mm256_store_ps(tmp, acc[t]);
+            std::copy(tmp, tmp + rows, y);
+        }
+    }
+}
+
+// Calls body.template operator()<NT>() with NT = min(4, left) as a compile-time constant.
+template <class Body>
+void with_token_count(int64_t left, const Body& body) {
+    if (left >= 4) body(std::integral_constant<int, 4>());
+    else if (left == 3) body(std::integral_constant<int, 3>());
+    else if (left == 2) body(std::integral_constant<int, 2>());
+    else body(std::integral_constant<int, 1>());
+}
+
+template <class T>
+T* aligned_data(std::vector<T>& v, size_t n) {
+    // Over-allocate so the data can start on a 32-byte boundary without an aligned allocator.
+    v.resize(n + 32 / sizeof(T));
+    uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
+    return reinterpret_cast<T*>((p + 31) & ~uintptr_t(31));
+}
+
+// Per-thread scratch, grown to the largest matrix seen and then reused.
+struct Scratch {
+    std::vector<uint8_t> q;
+    std::vector<float> dm, f;
+    std::vector<ActScale> act;
+    std::vector<size_t> off;
+};
+
+}  // namespace
+
+bool matmul_tiled(const MatmulArgs& a) {
+    Layout l;
+    if (!layout_of(a.wt, l)) return false;
+    thread_local Scratch sc;
+
+    if (l.family == Family::Float) {
+        float* tile = aligned_data(sc.f, size_t(a.K + 8) * kRows);
+        for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kRows) {
+            const int rows = int(std::min<int64_t>(kRows, a.n_end - n0));
+            pack_float(a, n0, rows, tile);
+            for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
+                TokenRows x{};
+                for (int t = 0; t < kTokens && m0 + t < a.M; t++)
+                    x.f[t] = reinterpret_cast<const float*>(a.X + size_t(m0 + t) * a.x_stride);
+                with_token_count(a.M - m0, [&](auto nt) {
+                    constexpr int NT = decltype(nt)::value;
+                    run_tokens<NT>([&](__m256* acc) { kernel_float<NT>(tile, a.K, x, acc); }, a.Y, a.ldy,
+                                   m0, n0, rows);
+                });
+            }
+        }
+        return true;
+    }
+
+    const DType vt = vec_dot_type(a.wt);
+    const DecodeFn decode = decoder_of(a.wt);
+    const int64_t nsub = a.K / l.sub;
+
+    sc.act.resize(size_t(a.M * nsub));
+    for (int64_t m = 0; m < a.M; m++) act_scales(vt, a.X + size_t(m) * a.x_stride, a.K, l.sub, sc.act.data() + m * nsub);
+    sc.off.resize(size_t(nsub));
+    for (int64_t s = 0; s < nsub; s++) sc.off[size_t(s)] = act_offset(vt, s * l.sub);
+
+    const QuantTile tile{aligned_data(sc.q, size_t(a.K) * kRows), aligned_data(sc.dm, size_t(nsub) * 16)};
+
+    for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kRows) {
+        const int rows = int(std::min<int64_t>(kRows, a.n_end - n0));
+        pack_quant(a, decode, l, n0, rows, tile);
+        for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
+            TokenRows x{};
+            for (int t = 0; t < kTokens && m0 + t < a.M; t++) {
+                x.q[t] = a.X + size_t(m0 + t) * a.x_stride;
+                x.as[t] = sc.act.data() + (m0 + t) * nsub;
+            }
+            with_token_count(a.M - m0, [&](auto nt) {
+                constexpr int NT = decltype(nt)::value;
+                run_tokens<NT>(
+                    [&](__m256* acc) {
+                        const size_t* off = sc.off.data();
+                        if (l.family == Family::Signed) kernel_signed<NT>(tile, off, nsub, x, acc);
+                        else if (l.sub == 32 && l.run == 8) kernel_unsigned<NT, 32, 8>(tile, off, nsub, x, acc);
+                        else if (l.sub == 32) kernel_unsigned<NT, 32, 4>(tile, off, nsub, x, acc);
+                        else if (l.run == 4) kernel_unsigned<NT, 16, 4>(tile, off, nsub, x, acc);
+                        else kernel_unsigned<NT, 16, 2>(tile, off, nsub, x, acc);
+                    },
+                    a.Y, a.ldy, m0, n0, rows);
+            });
+        }
+    }
+    return true;
+}
+
+}  // namespace lumen::cpu::avx2
+
+#else
+
+namespace lumen::cpu::avx2 {
+bool matmul_tiled(const MatmulArgs&) { return false; }
+}  // namespace lumen::cpu::avx2
+
+#endif

@@ -1,0 +1,28 @@
+// Internal interface between matmul.cpp and the tiled SIMD kernels.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/dtype.h"
+
+namespace lumen::cpu {
+
+struct MatmulArgs {
+    DType wt;
+    const uint8_t* W;
+    size_t w_stride;
+    const uint8_t* X;
+    size_t x_stride;
+    float* Y;
+    int64_t ldy, K, n_begin, n_end, M;
+};
+
+namespace avx2 {
+// Runs the product with the tiled kernels; false if this build or type has none (the caller then
+// loops over vec_dot).
+bool matmul_tiled(const MatmulArgs& a);
+// Vectorised activation quantizers; false if none for vec_type in this build.
+bool quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
+}  // namespace avx2
+
+}  // namespace lumen::cpu

@@ -1,0 +1,97 @@
+// Row-wise ops: get_rows, add/mul with broadcast, scale, GLU activations, rms_norm, argmax.
+#include <cmath>
+#include <cstring>
+
+#include "cpu/ops.h"
+#include "tensor/quant.h"
+
+namespace lumen::cpu {
+
+void op_get_rows(const OpCtx& c, Tensor* t) {
+    const Tensor* table = t->src[0];
+    const int32_t* ids = reinterpret_cast<const int32_t*>(c.ptr(t->src[1]));
+    int64_t b, e;
+    c.range(t->ne[1], b, e);
+    for (int64_t r = b; r < e; r++) {
+        int32_t id = ids[r];
+        const uint8_t* row = c.ptr(table) + size_t(id) * table->nb[1];
+        float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(r) * t->nb[1]);
+        dequantize_row(table->type, row, out, t->ne[0]);
+    }
+}
+
+void op_binary(const OpCtx& c, Tensor* t) {
+    const Tensor* a = t->src[0];
+    const Tensor* bt = t->src[1];
+    const int64_t n = t->ne[0], rows = t->nrows();
+    const bool bcast = bt->nrows() == 1;
+    int64_t b, e;
+    c.range(rows, b, e);
+    for (int64_t r = b; r < e; r++) {
+        const float* x = reinterpret_cast<const float*>(c.ptr(a) + size_t(r) * a->nb[1]);
+        const float* y = reinterpret_cast<const float*>(c.ptr(bt) + size_t(bcast ? 0 : r) * bt->nb[1]);
+        float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(r) * t->nb[1]);
+        if (t->op == Op::Add)
+            for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
+        else
+            for (int64_t i = 0; i < n; i++) out[i] = x[i] * y[i];
+    }
+}
+
+static inline float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f;  // sqrt(2/pi)
+    return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+}
+
+void op_unary(const OpCtx& c, Tensor* t) {
+    const Tensor* a = t->src[0];
+    const Tensor* u = t->src[1];
+    const int64_t n = t->ne[0];
+    int64_t b, e;
+    c.range(t->nrows(), b, e);
+    for (int64_t r = b; r < e; r++) {
+        const float* x = reinterpret_cast<const float*>(c.ptr(a) + size_t(r) * a->nb[1]);
+        float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(r) * t->nb[1]);
+        if (t->op == Op::Scale) {
+            const float s = t->fp[0];
+            for (int64_t i = 0; i < n; i++) out[i] = x[i] * s;
+            continue;
+        }
+        const float* y = reinterpret_cast<const float*>(c.ptr(u) + size_t(r) * u->nb[1]);
+        if (t->op == Op::SwiGLU)
+            for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + std::exp(-x[i])) * y[i];
+        else
+            for (int64_t i = 0; i < n; i++) out[i] = gelu_tanh(x[i]) * y[i];
+    }
+}
+
+void op_rms_norm(const OpCtx& c, Tensor* t) {
+    const Tensor* a = t->src[0];
+    const int64_t n = t->ne[0];
+    const float eps = t->fp[0];
+    int64_t b, e;
+    c.range(t->nrows(), b, e);
+    for (int64_t r = b; r < e; r++) {
+        const float* x = reinterpret_cast<const float*>(c.ptr(a) + size_t(r) * a->nb[1]);
+        float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(r) * t->nb[1]);
+        double sum = 0;  // double: the reference path should not lose bits on wide rows
+        for (int64_t i = 0; i < n; i++) sum += double(x[i]) * x[i];
+        const float s = float(1.0 / std::sqrt(sum / double(n) + eps));
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] * s;
+    }
+}
+
+void op_argmax(const OpCtx& c, Tensor* t) {
+    const Tensor* a = t->src[0];
+    int64_t b, e;
+    c.range(a->nrows(), b, e);
+    for (int64_t r = b; r < e; r++) {
+        const float* x = reinterpret_cast<const float*>(c.ptr(a) + size_t(r) * a->nb[1]);
+        int32_t best = 0;
+        for (int64_t i = 1; i < a->ne[0]; i++)
+            if (x[i] > x[best]) best = int32_t(i);
+        reinterpret_cast<int32_t*>(c.ptr(t))[r] = best;
+    }
+}
+
+}  // namespace lumen::cpu

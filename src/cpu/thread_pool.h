@@ -1,0 +1,38 @@
+// A fixed set of worker threads that run one function together ("fork-join"): the caller is
+// thread 0. Inside, threads synchronise with a spinning barrier, which costs well under a
+// microsecond, so a whole graph can run in one dispatch with a barrier between ops.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lumen {
+
+class ThreadPool {
+public:
+    explicit ThreadPool(int n_threads);
+    ~ThreadPool();
+    int size() const { return n_; }
+    // Runs fn(ith, nth) on every thread and returns when all are done.
+    void run(const std::function<void(int ith, int nth)>& fn);
+    // Called by all nth threads inside run(): returns when every thread has arrived.
+    void barrier();
+
+private:
+    void worker(int ith);
+    int n_;
+    std::vector<std::thread> threads_;
+    const std::function<void(int, int)>* job_ = nullptr;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::atomic<uint64_t> generation_{0};  // bumped per run()
+    std::atomic<int> running_{0};          // workers still inside the current job
+    std::atomic<int> barrier_count_{0};
+    std::atomic<uint64_t> barrier_phase_{0};
+    bool stop_ = false;
+};
+
+}  // namespace lumen

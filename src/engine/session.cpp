@@ -1,0 +1,73 @@
+#include "engine/session.h"
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace lumen {
+
+int default_context(const Model& m) {
+    int n = m.hp.n_ctx_train > 0 ? m.hp.n_ctx_train : 4096;
+    return std::min(n, 4096);
+}
+
+Session::Session(const Model& m, std::unique_ptr<Backend> backend, const SessionOptions& o)
+    : m_(m), be_(std::move(backend)), opt_(o) {
+    int n_ctx = o.n_ctx > 0 ? o.n_ctx : default_context(m);
+    if (n_ctx < 8) fail("-c ", n_ctx, ": the context must hold at least 8 tokens");
+    if (n_ctx > (1 << 22)) fail("-c ", n_ctx, ": context too large");
+    if (opt_.n_batch < 1) fail("-b ", opt_.n_batch, ": the batch size must be at least 1");
+    kv_.init(m, *be_, n_ctx, o.cache_type);
+}
+
+ForwardGraph& Session::graph_for(int n_tokens, int n_out) {
+    auto key = std::make_pair(n_tokens, n_out);
+    auto it = graphs_.find(key);
+    if (it != graphs_.end()) return *it->second;
+    // Prompts of many lengths would each add a graph: keep the cache small.
+    if (graphs_.size() >= 8) {
+        be_->release(graphs_.begin()->second->g);
+        graphs_.erase(graphs_.begin());
+    }
+    auto fg = build_forward(m_, kv_, n_tokens, n_out);
+    be_->prepare(fg->g);
+    return *(graphs_[key] = std::move(fg));
+}
+
+const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, bool all_logits) {
+    const int n = int(tokens.size());
+    if (n == 0) fail("nothing to evaluate");
+    if (n_past_ + n > kv_.n_ctx)
+        fail("context overflow: ", n_past_, " tokens in the cache + ", n, " new > context size ", kv_.n_ctx,
+             " (raise -c)");
+    const int V = m_.hp.n_vocab;
+    for (int32_t t : tokens)
+        if (t < 0 || t >= V) fail("token id ", t, " is outside the vocabulary (", V, ")");
+    logits_.resize(size_t(all_logits ? n : 1) * size_t(V));
+    for (int start = 0; start < n; start += opt_.n_batch) {
+        const int len = std::min(opt_.n_batch, n - start);
+        const bool last = start + len == n;
+        const int n_out = all_logits ? len : 1;
+        ForwardGraph& fg = graph_for(len, n_out);
+        for (int i = 0; i < len; i++) {
+            fg.tokens_buf[size_t(i)] = tokens[size_t(start + i)];
+            fg.pos_buf[size_t(i)] = n_past_ + i;
+        }
+        if (n_out == 1) fg.out_buf[0] = len - 1;
+        else for (int i = 0; i < n_out; i++) fg.out_buf[size_t(i)] = i;
+        be_->compute(fg.g);
+        n_past_ += len;
+        if (all_logits)
+            be_->read(fg.logits, logits_.data() + size_t(start) * size_t(V), size_t(len) * size_t(V) * sizeof(float));
+        else if (last)
+            be_->read(fg.logits, logits_.data(), size_t(V) * sizeof(float));
+    }
+    return logits_;
+}
+
+void Session::truncate(int n) {
+    if (n < 0 || n > n_past_) fail("cannot truncate the cache to ", n, " tokens (holds ", n_past_, ")");
+    n_past_ = n;
+}
+
+}  // namespace lumen

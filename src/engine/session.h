@@ -1,0 +1,51 @@
+// A session runs one sequence through a model: it owns the backend's KV cache, feeds tokens in
+// batches, and hands back logits. Graphs are built once per batch shape and reused.
+#pragma once
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "model/forward.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "tensor/backend.h"
+
+namespace lumen {
+
+struct SessionOptions {
+    int n_ctx = 0;        // 0: the model's training context, capped at 4096
+    int n_batch = 512;    // tokens per forward pass when reading a prompt
+    int n_threads = 0;    // CPU threads; 0: all cores
+    DType cache_type = DType::F16;
+};
+
+class Session {
+public:
+    Session(const Model& m, std::unique_ptr<Backend> backend, const SessionOptions& o);
+    // Feeds tokens after the ones already in the cache. Returns logits for the last token, or
+    // for every token when all_logits (n_tokens x n_vocab, row-major).
+    const std::vector<float>& eval(const std::vector<int32_t>& tokens, bool all_logits = false);
+    int n_past() const { return n_past_; }
+    int n_ctx() const { return kv_.n_ctx; }
+    // Forgets cached positions >= n (the next eval starts at position n).
+    void truncate(int n);
+    const Model& model() const { return m_; }
+    Backend& backend() { return *be_; }
+    size_t kv_bytes() const { return kv_.bytes(); }
+
+private:
+    ForwardGraph& graph_for(int n_tokens, int n_out);
+    const Model& m_;
+    std::unique_ptr<Backend> be_;
+    KVCache kv_;
+    SessionOptions opt_;
+    int n_past_ = 0;
+    std::map<std::pair<int, int>, std::unique_ptr<ForwardGraph>> graphs_;
+    std::vector<float> logits_;
+};
+
+// The model's context length capped at 4096 when the user gives none.
+int default_context(const Model& m);
+
+}  // namespace lumen

@@ -1,0 +1,47 @@
+// Turns logits into the next token. The chain, in llama.cpp's default order:
+//   penalties (repetition / presence / frequency over the last N tokens) -> top-k -> top-p
+//   -> min-p -> temperature -> random draw.   temperature <= 0 means greedy (argmax).
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <random>
+#include <vector>
+
+namespace lumen {
+
+struct SamplingParams {
+    float temp = 0.8f;
+    int top_k = 40;            // <= 0: off
+    float top_p = 0.95f;       // >= 1: off
+    float min_p = 0.05f;       // <= 0: off
+    float repeat_penalty = 1.0f;   // 1: off
+    float presence_penalty = 0.0f;
+    float frequency_penalty = 0.0f;
+    int penalty_last_n = 64;   // window of recent tokens the penalties look at
+    uint64_t seed = 0xFFFFFFFF;    // 0xFFFFFFFF: a random seed
+};
+
+class Sampler {
+public:
+    Sampler(const SamplingParams& p, int n_vocab);
+    int32_t sample(const float* logits);
+    // Records a token of the context (prompt or generated) for the penalties.
+    void accept(int32_t token);
+    void reset();
+    const SamplingParams& params() const { return p_; }
+    uint64_t seed() const { return seed_; }
+
+private:
+    struct Cand { int32_t id; float logit; float p; };
+    SamplingParams p_;
+    int n_vocab_;
+    uint64_t seed_;
+    std::mt19937_64 rng_;
+    std::deque<int32_t> recent_;
+    std::vector<Cand> cand_;
+};
+
+// Index of the largest logit (the lowest index among ties).
+int32_t argmax(const float* logits, int n);
+
+}  // namespace lumen

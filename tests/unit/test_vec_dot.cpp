@@ -1,0 +1,194 @@
+// Dot products and the matmul kernel: every weight type's SIMD and scalar kernels against the
+// float dot product of the dequantized rows, the vectorised activation quantizers against the
+// reference ones, and matmul_rows against a loop of scalar dot products.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "cpu/matmul.h"
+#include "cpu/vec_dot.h"
+#include "test_quant_util.h"
+#include "util/error.h"
+
+using namespace lumen;
+using namespace lumen::cpu;
+using namespace lumen::testq;
+
+namespace {
+
+std::vector<uint8_t> activations(DType w, const std::vector<float>& x) {
+    const DType vt = vec_dot_type(w);
+    std::vector<uint8_t> row(row_bytes(vt, int64_t(x.size())));
+    quantize_activations(vt, x.data(), row.data(), int64_t(x.size()));
+    return row;
+}
+
+// The exact dot of the dequantized rows, and the tolerance a float kernel may be off by:
+// float rounding relative to sum |w*a|, plus for Q8_1 partners the fp16 rounding of the stored
+// block sums s that the min term uses (half an ulp: 2^-11 relative).
+struct Expected { double dot, tol; };
+
+Expected expected_dot(DType w, int64_t n, const void* wrow, const void* arow) {
+    const auto wf = dequantized(w, wrow, n);
+    const auto af = dequantized(vec_dot_type(w), arow, n);
+    double dot = 0, mag = 0;
+    for (int64_t i = 0; i < n; i++) {
+        dot += double(wf[size_t(i)]) * af[size_t(i)];
+        mag += std::fabs(double(wf[size_t(i)]) * af[size_t(i)]);
+    }
+    double tol = 2e-6 * mag + 1e-30;
+    if (vec_dot_type(w) == DType::Q8_1) {
+        const size_t wb = dtype_info(w).block_bytes;
+        const auto* a = static_cast<const BlockQ8_1*>(arow);
+        for (int64_t b = 0; b < n / 32; b++) {
+            const float m = fp16_to_f32(*reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(wrow) + b * wb + 2));
+            tol += std::fabs(m * fp16_to_f32(a[b].s)) * std::ldexp(1.0, -10);
+        }
+    }
+    return {dot, tol};
+}
+
+}  // namespace
+
+TEST_SUITE("vec_dot") {
+
+TEST_CASE("every weight type, SIMD and scalar, matches the dequantized float dot") {
+    MESSAGE("vec_dot kernels compiled for: " << std::string(vec_dot_isa()));
+    uint64_t seed = 1;
+    for (DType w : weight_types()) {
+        for (int64_t n : test_lengths(w)) {
+            for (int variant = 0; variant < 3; variant++) {
+                const std::string type_name = dtype_name(w);
+        CAPTURE(type_name);
+                CAPTURE(n);
+                CAPTURE(variant);  // 0: quantized gaussian weights, 1-2: random bytes
+                const auto x = gaussian(size_t(n), seed++, 0.05f);
+                const auto wrow = variant == 0 ? quantized_row(w, x) : random_row(w, n, seed++);
+                const auto arow = activations(w, gaussian(size_t(n), seed++, 2.0f));
+                const Expected e = expected_dot(w, n, wrow.data(), arow.data());
+                const double simd = vec_dot(w, n, wrow.data(), arow.data());
+                const double scal = vec_dot_scalar(w, n, wrow.data(), arow.data());
+                CHECK(std::fabs(simd - e.dot) <= e.tol);
+                CHECK(std::fabs(scal - e.dot) <= e.tol);
+            }
+        }
+    }
+}
+
+TEST_CASE("extreme quants do not overflow the integer sums") {
+    // All bits set gives every format its largest level (Q8_0: -1; the test below covers -128);
+    // activations at +-127 everywhere.
+    for (DType w : weight_types()) {
+        if (dtype_info(w).block_size == 1) continue;
+        const std::string type_name = dtype_name(w);
+        CAPTURE(type_name);
+        const int64_t n = dtype_info(w).block_size * 4;
+        std::vector<uint8_t> wrow(row_bytes(w, n), 0xFF);
+        for (size_t off = 0; off < wrow.size(); off += dtype_info(w).block_bytes)
+            for (int f : fp16_fields(w)) {
+                const uint16_t h = f32_to_fp16(0.01f);
+                std::memcpy(wrow.data() + off + size_t(f), &h, 2);
+            }
+        if (w == DType::Q8_0)
+            for (size_t off = 0; off < wrow.size(); off += 34) std::memset(wrow.data() + off + 2, 0x80, 32);
+        for (float sign : {1.0f, -1.0f}) {
+            const auto arow = activations(w, std::vector<float>(size_t(n), sign * 3.0f));
+            const Expected e = expected_dot(w, n, wrow.data(), arow.data());
+            CHECK(std::fabs(vec_dot(w, n, wrow.data(), arow.data()) - e.dot) <= e.tol);
+            std::vector<uint8_t> xs;
+            for (int m = 0; m < 8; m++) xs.insert(xs.end(), arow.begin(), arow.end());
+            std::vector<float> y(8 * 8, 0.0f);
+            std::vector<uint8_t> ws;
+            for (int r = 0; r < 8; r++) ws.insert(ws.end(), wrow.begin(), wrow.end());
+            matmul_rows(w, ws.data(), wrow.size(), xs.data(), arow.size(), y.data(), 8, n, 0, 8, 8);
+            for (float v : y) CHECK(std::fabs(v - e.dot) <= e.tol);
+        }
+    }
+}
+
+TEST_CASE("vectorised activation quantizers write the reference bytes") {
+    for (DType vt : {DType::Q8_0, DType::Q8_1, DType::Q8_K, DType::F32}) {
+        const std::string type_name = dtype_name(vt);
+        CAPTURE(type_name);
+        for (int64_t n : {256, 512, 1536}) {
+            std::vector<float> x = gaussian(size_t(n), uint64_t(n) + 5, 3.0f);
+            // Exact halves: with amax = 127 the Q8_0/Q8_1 scale is 1, so these values are ties.
+            x[0] = 127.0f;
+            x[1] = 0.5f;
+            x[2] = -2.5f;
+            x[3] = 3.5f;
+            x[32] = -127.0f;  // Q8_K: max = -127 gives iscale 1 as well (when it comes first)
+            x[33] = 6.5f;
+            x[34] = -0.5f;
+            std::vector<uint8_t> ref(row_bytes(vt, n)), got(row_bytes(vt, n), 0xAB);
+            quantize_row(vt, x.data(), ref.data(), n);
+            quantize_activations(vt, x.data(), got.data(), n);
+            CHECK(got == ref);
+        }
+    }
+}
+
+TEST_CASE("matmul_rows matches a loop of scalar dot products") {
+    const int64_t N = 37;
+    uint64_t seed = 100;
+    for (DType w : weight_types()) {
+        const int64_t bs = dtype_info(w).block_size;
+        for (int64_t K : {bs == 256 ? int64_t(512) : bs == 32 ? int64_t(96) : int64_t(37),
+                          bs == 256 ? int64_t(256) : bs == 32 ? int64_t(576) : int64_t(64)}) {
+            const DType vt = vec_dot_type(w);
+            // Rows with padding between them, as views into bigger tensors have.
+            const size_t wstride = row_bytes(w, K) + 6, xstride = row_bytes(vt, K) + 10;
+            std::vector<uint8_t> W(wstride * N), X(xstride * 64);
+            for (int64_t n = 0; n < N; n++) {
+                const auto row = n % 2 ? random_row(w, K, seed++) : quantized_row(w, gaussian(size_t(K), seed++, 0.1f));
+                std::copy(row.begin(), row.end(), W.begin() + n * int64_t(wstride));
+            }
+            for (int64_t m = 0; m < 64; m++) {
+                const auto row = activations(w, gaussian(size_t(K), seed++));
+                std::copy(row.begin(), row.end(), X.begin() + m * int64_t(xstride));
+            }
+            for (int64_t M : {1, 3, 17, 64}) {
+                for (auto range : {std::pair<int64_t, int64_t>{0, N}, {3, 20}, {8, 16}, {36, 37}, {5, 5}}) {
+                    const std::string type_name = dtype_name(w);
+        CAPTURE(type_name);
+                    CAPTURE(K);
+                    CAPTURE(M);
+                    CAPTURE(range.first);
+                    CAPTURE(range.second);
+                    const int64_t ldy = N + 3;
+                    const float sentinel = 12345.0f;
+                    std::vector<float> Y(size_t(ldy * M), sentinel), R(size_t(ldy * M), sentinel);
+                    matmul_rows(w, W.data(), wstride, X.data(), xstride, Y.data(), ldy, K, range.first, range.second, M);
+                    matmul_rows_reference(w, W.data(), wstride, X.data(), xstride, R.data(), ldy, K, range.first,
+                                          range.second, M);
+                    int bad = 0;
+                    for (int64_t m = 0; m < M; m++)
+                        for (int64_t n = 0; n < ldy; n++) {
+                            const float y = Y[size_t(m * ldy + n)], r = R[size_t(m * ldy + n)];
+                            if (n < range.first || n >= range.second) {
+                                if (y != sentinel) bad++;  // outside the range: untouched
+                                continue;
+                            }
+                            const Expected e = expected_dot(w, K, W.data() + n * int64_t(wstride),
+                                                            X.data() + m * int64_t(xstride));
+                            if (!(std::fabs(double(y) - r) <= 2 * e.tol)) bad++;
+                        }
+                    CHECK(bad == 0);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("bad arguments are a lumen::Error") {
+    std::vector<uint8_t> buf(4096);
+    std::vector<float> y(64);
+    CHECK_THROWS_AS(vec_dot(DType::Q4_0, 48, buf.data(), buf.data()), Error);
+    CHECK_THROWS_AS(vec_dot(DType::IQ2_XS, 256, buf.data(), buf.data()), Error);
+    CHECK_THROWS_AS(vec_dot_scalar(DType::Q8_1, 32, buf.data(), buf.data()), Error);
+    CHECK_THROWS_AS(matmul_rows(DType::Q4_K, buf.data(), 144, buf.data(), 292, y.data(), 1, 128, 0, 1, 1), Error);
+    CHECK_THROWS_AS(matmul_rows(DType::TQ2_0, buf.data(), 66, buf.data(), 292, y.data(), 1, 256, 0, 1, 1), Error);
+}
+
+}  // TEST_SUITE("vec_dot")
