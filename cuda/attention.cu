@@ -6,6 +6,8 @@
 #include "kernels.h"
 #include "quant_decode.cuh"
 
+#include <algorithm>
+
 namespace lumen::cuda {
 
 namespace {
@@ -30,13 +32,16 @@ __device__ __forceinline__ size_t head_offset(int hk, int D) {
     else return size_t(hk) * (D / 32) * 34;
 }
 
+// Split-KV ("flash decoding"): with few query tokens the heads alone cannot fill the GPU, so the
+// cached positions are cut into gridDim.z slices of `chunk` positions, each block writes a partial
+// (max, sum, unnormalised output) and combine_kernel merges them.
 template <int CT, int EPL>  // EPL: elements per lane = head_dim / 32
 __global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size_t q_nb2, const uint8_t* __restrict__ kc,
                                  const uint8_t* __restrict__ vc, size_t row_bytes, const int32_t* __restrict__ pos,
                                  float* __restrict__ out, size_t out_nb1, int n_head, int group, float scale,
-                                 int window, float softcap) {
+                                 int window, float softcap, int chunk, float* __restrict__ partial) {
     constexpr int D = EPL * 32;
-    const int h = blockIdx.x, t = blockIdx.y, hk = h / group;
+    const int h = blockIdx.x, t = blockIdx.y, hk = h / group, split = blockIdx.z;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const float* qr = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(q) + t * q_nb2 + h * q_nb1);
     float qv[EPL], acc[EPL];
@@ -45,8 +50,8 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size
         qv[i] = qr[i * 32 + lane] * scale;
         acc[i] = 0.0f;
     }
-    const int last = pos[t];
-    const int first = window > 0 ? max(0, last - window + 1) : 0;
+    const int last = min(pos[t], (split + 1) * chunk - 1);
+    const int first = max(window > 0 ? max(0, pos[t] - window + 1) : 0, split * chunk);
     const size_t hoff = head_offset<CT>(hk, D);
     float m = -INFINITY, l = 0.0f;
     for (int j = first + warp; j <= last; j += kWarps) {
@@ -78,6 +83,17 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size
         f[w] = sm[w] == -INFINITY ? 0.0f : __expf(sm[w] - mx);
         denom += sl[w] * f[w];
     }
+    if (partial) {  // one slice of several: leave (max, sum, unnormalised output) for the combine
+        float* p = partial + ((size_t(t) * n_head + h) * gridDim.z + split) * (D + 2);
+        if (lane == 0) { p[0] = mx; p[1] = denom; }
+        #pragma unroll
+        for (int i = 0; i < EPL; i++) {
+            float v = 0.0f;
+            for (int w = 0; w < kWarps; w++) v += sacc[w][i * 32 + lane] * f[w];
+            p[2 + i * 32 + lane] = v;
+        }
+        return;
+    }
     float* o = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(out) + t * out_nb1) + h * D;
     #pragma unroll
     for (int i = 0; i < EPL; i++) {
@@ -85,6 +101,25 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size
         for (int w = 0; w < kWarps; w++) v += sacc[w][i * 32 + lane] * f[w];
         o[i * 32 + lane] = v / denom;
     }
+}
+
+// Merges the slices of split-KV attention: one block per (head, token), one thread per element.
+__global__ void combine_kernel(const float* __restrict__ partial, float* __restrict__ out, size_t out_nb1, int n_head,
+                               int D, int splits) {
+    const int h = blockIdx.x, t = blockIdx.y;
+    const float* p = partial + (size_t(t) * n_head + h) * splits * (D + 2);
+    float mx = -INFINITY;
+    for (int s = 0; s < splits; s++) mx = fmaxf(mx, p[s * (D + 2)]);
+    float denom = 0.0f, v = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        const float* ps = p + s * (D + 2);
+        if (ps[0] == -INFINITY) continue;
+        const float f = __expf(ps[0] - mx);
+        denom += ps[1] * f;
+        v += ps[2 + threadIdx.x] * f;
+    }
+    float* o = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(out) + t * out_nb1) + h * D;
+    o[threadIdx.x] = v / denom;
 }
 
 // One warp per 32 elements of a row.
@@ -116,15 +151,28 @@ void kv_write(int ct, void* cache, size_t row_bytes, const float* k, const int32
     kv_write_kernel<<<grid, 128, 0, s>>>(ct, static_cast<uint8_t*>(cache), row_bytes, k, pos, int(width));
 }
 
+int attention_splits(int64_t n_head, int64_t T, int64_t n_ctx) {
+    // Enough blocks to fill the GPU several times over, slices of at least 256 positions.
+    if (n_head * T >= 264) return 1;
+    const int64_t by_ctx = (n_ctx + 255) / 256, by_blocks = (528 + n_head * T - 1) / (n_head * T);
+    return int(std::max<int64_t>(1, std::min<int64_t>(by_ctx, std::min<int64_t>(by_blocks, 64))));
+}
+
 void attention(int ct, const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc, size_t row_bytes,
                const int32_t* pos, float* out, size_t out_nb1, int64_t D, int64_t n_head, int64_t n_head_kv,
-               int64_t T, int64_t n_ctx, float scale, int window, float softcap, cudaStream_t s) {
-    const dim3 grid{unsigned(n_head), unsigned(T)};
+               int64_t T, int64_t n_ctx, float scale, int window, float softcap, float* partial, cudaStream_t s) {
+    const int splits = attention_splits(n_head, T, n_ctx);
+    const int chunk = int((n_ctx + splits - 1) / splits);
+    const dim3 grid{unsigned(n_head), unsigned(T), unsigned(splits)};
     const int group = int(n_head / n_head_kv);
+    float* part = splits > 1 ? partial : nullptr;
     auto launch = [&](auto kernel) {
         kernel<<<grid, kWarps * 32, 0, s>>>(q, q_nb1, q_nb2, static_cast<const uint8_t*>(kc),
                                             static_cast<const uint8_t*>(vc), row_bytes, pos, out, out_nb1, int(n_head),
-                                            group, scale, window, softcap);
+                                            group, scale, window, softcap, chunk, part);
+        if (part)
+            combine_kernel<<<dim3{unsigned(n_head), unsigned(T)}, unsigned(D), 0, s>>>(part, out, out_nb1, int(n_head),
+                                                                                      int(D), splits);
     };
 #define LUMEN_ATT(CT)                                                   \
     switch (D) {                                                        \

@@ -47,9 +47,11 @@ public:
     ~CudaBackend() override {
         for (auto& [g, exec] : graphs_) if (exec.exec) cudaGraphExecDestroy(exec.exec);
         for (auto& [h, d] : weights_) cudaFree(d);
+        for (auto& [h, d] : f16_cache_) cudaFree(d);
         for (void* p : states_) cudaFree(p);
         cudaFree(arena_);
         cudaFree(scratch_);
+        cudaFree(partial_);
         cudaFree(cublas_ws_);
         cudaFreeHost(staging_);
         cublasDestroy(cublas_);
@@ -75,7 +77,7 @@ public:
             arena_size_ = g.arena_size();
             drop_captures();  // captured graphs point at the old arena
         }
-        size_t scratch = 0, staging = 0;
+        size_t scratch = 0, staging = 0, partial = 0;
         for (Tensor* l : g.leaves())
             if (l->is_input) staging = std::max(staging, l->offset + l->nbytes());
         for (Tensor* n : g.nodes()) {
@@ -85,12 +87,16 @@ public:
                     fail("CUDA backend: no kernel for weight type ", dtype_name(w->type), " (tensor ", w->name, ")");
                 if (w->ne[0] % 32) fail("CUDA backend: row length ", w->ne[0], " of ", w->name, " is not a multiple of 32");
                 const int64_t M = n->src[1]->nrows();
-                if (M > kMatvecMaxCols)
-                    scratch = std::max(scratch, size_t(w->ne[0]) * size_t(w->ne[1] + M) * 2);
+                if (M > kMatvecMaxCols) {
+                    scratch = std::max(scratch, size_t(w->ne[0]) * size_t(M) * 2);
+                    if (!f16_copy(w)) scratch = std::max(scratch, size_t(w->ne[0]) * size_t(w->ne[1] + M) * 2);
+                }
             }
             if (n->op == Op::Attention) {
-                const int64_t d = n->src[0]->ne[0];
+                const int64_t d = n->src[0]->ne[0], heads = n->src[0]->ne[1], T = n->src[0]->ne[2];
                 if (d != 64 && d != 128 && d != 256) fail("CUDA backend: attention head size ", d, " is not supported");
+                const int splits = cuda::attention_splits(heads, T, n->src[1]->ne[1]);
+                if (splits > 1) partial = std::max(partial, size_t(heads * T * splits * (d + 2)) * sizeof(float));
             }
             if (n->op == Op::GetRows && n->src[0]->ne[0] % 32)
                 fail("CUDA backend: get_rows needs rows that are a multiple of 32 elements");
@@ -100,6 +106,13 @@ public:
             scratch_ = nullptr;
             device_alloc(&scratch_, scratch, "GEMM scratch");
             scratch_size_ = scratch;
+            drop_captures();
+        }
+        if (partial > partial_size_) {
+            cudaFree(partial_);
+            partial_ = nullptr;
+            device_alloc(&partial_, partial, "attention partials");
+            partial_size_ = partial;
             drop_captures();
         }
         if (staging > staging_size_) {
@@ -180,6 +193,27 @@ private:
         }
     }
 
+    // An f16 copy of a quantized weight for the tensor-core path, made once, kept while the GPU has
+    // room (a prompt then costs no dequantization). Returns false when it could not be made.
+    bool f16_copy(const Tensor* w) {
+        if (w->type == DType::F16) return true;
+        auto it = f16_cache_.find(w->data);
+        if (it != f16_cache_.end()) return it->second != nullptr;
+        const size_t bytes = size_t(w->nelements()) * 2;
+        size_t free_b = 0, total = 0;
+        cudaMemGetInfo(&free_b, &total);
+        void* d = nullptr;
+        if (use_f16_cache_ && free_b > bytes + (size_t(2) << 30) && cudaMalloc(&d, bytes) == cudaSuccess) {
+            cuda::dequant_rows_f16(int(w->type), weights_.at(w->data), w->nb[1], d, w->ne[0], w->ne[1], stream_);
+            check(cudaGetLastError(), "dequantize to f16");
+        } else {
+            cudaGetLastError();
+            d = nullptr;
+        }
+        f16_cache_[w->data] = d;
+        return d != nullptr;
+    }
+
     void upload_weights(Graph& g) {
         size_t total = 0;
         std::vector<Tensor*> todo;
@@ -195,7 +229,9 @@ private:
         size_t done = 0;
         for (Tensor* l : todo) {
             void* d = nullptr;
-            device_alloc(&d, l->nbytes(), ("weight " + l->name).c_str());
+            // +16: the decode kernels load rows in 16-byte pieces and may touch up to 15 bytes
+            // past a row's end.
+            device_alloc(&d, l->nbytes() + 16, ("weight " + l->name).c_str());
             check(cudaMemcpy(d, l->data, l->nbytes(), cudaMemcpyHostToDevice), "weight upload");
             weights_[l->data] = d;
             done += l->nbytes();
@@ -227,10 +263,14 @@ private:
             cuda::matvec(int(w->type), ptr(w), w->nb[1], f(x), x->nb[1] / 4, fo(t), t->ne[0], K, N, M, stream_);
             return;
         }
-        // Tensor cores: weights and activations in f16, f32 accumulation.
-        void* wh = scratch_;
-        void* xh = static_cast<uint8_t*>(scratch_) + size_t(K) * size_t(N) * 2;
-        cuda::dequant_rows_f16(int(w->type), ptr(w), w->nb[1], wh, K, N, stream_);
+        // Tensor cores: weights and activations in f16, f32 accumulation. The weights come from the
+        // f16 copy made in prepare(), or are dequantized into scratch when memory was short.
+        void* xh = scratch_;
+        void* wh = f16_cache_.count(w->data) ? f16_cache_.at(w->data) : nullptr;
+        if (!wh || w->type == DType::F16) {
+            wh = w->type == DType::F16 ? ptr(w) : static_cast<uint8_t*>(scratch_) + size_t(K) * size_t(M) * 2;
+            if (w->type != DType::F16) cuda::dequant_rows_f16(int(w->type), ptr(w), w->nb[1], wh, K, N, stream_);
+        }
         cuda::f32_to_f16(f(x), xh, K * M, stream_);
         const float alpha = 1.0f, beta = 0.0f;
         check(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, wh, CUDA_R_16F, int(K), xh,
@@ -266,8 +306,8 @@ private:
                     cuda::RopeArgs a{t->ip[0], t->ip[1], t->ip[2], t->fp[0], t->fp[1], t->fp[2], t->fp[3], t->fp[4], t->fp[5]};
                     const Tensor* x = t->src[0];
                     cuda::rope(f(x), fo(t), reinterpret_cast<const int32_t*>(ptr(t->src[1])),
-                               t->src[2] ? f(t->src[2]) : nullptr, x->ne[0], x->ne[1], x->ne[2], x->nb[1] / 4,
-                               x->nb[2] / 4, a, stream_);
+                               t->src[2] ? f(t->src[2]) : nullptr, x->ne[0], x->ne[1], x->ne[2], x->nb[1],
+                               x->nb[2], a, stream_);
                     break;
                 }
                 case Op::KVWrite: {
@@ -281,7 +321,8 @@ private:
                     const Tensor* kc = t->src[1];
                     cuda::attention(int(kc->type), f(q), q->nb[1], q->nb[2], ptr(kc), ptr(t->src[2]), kc->nb[1],
                                     reinterpret_cast<const int32_t*>(ptr(t->src[3])), fo(t), t->nb[1], q->ne[0], q->ne[1],
-                                    t->ip[0], q->ne[2], kc->ne[1], t->fp[0], t->ip[1], t->fp[1], stream_);
+                                    t->ip[0], q->ne[2], kc->ne[1], t->fp[0], t->ip[1], t->fp[1],
+                                    static_cast<float*>(partial_), stream_);
                     break;
                 }
                 case Op::Argmax:
@@ -298,6 +339,8 @@ private:
     cublasHandle_t cublas_ = nullptr;
     void* cublas_ws_ = nullptr;
     std::unordered_map<const void*, void*> weights_;
+    std::unordered_map<const void*, void*> f16_cache_;  // nullptr: no room, dequantize per call
+    bool use_f16_cache_ = getenv("LUMEN_NO_F16_CACHE") == nullptr;
     std::vector<void*> states_;
     void* arena_ = nullptr;
     size_t arena_size_ = 0;
@@ -305,6 +348,8 @@ private:
     size_t scratch_size_ = 0;
     void* staging_ = nullptr;
     size_t staging_size_ = 0;
+    void* partial_ = nullptr;  // split-KV attention slices
+    size_t partial_size_ = 0;
     std::unordered_map<const Graph*, Capture> graphs_;
     bool use_graphs_ = getenv("LUMEN_NO_CUDA_GRAPHS") == nullptr;
 };

@@ -34,9 +34,12 @@ void argmax_rows(const float* x, int32_t* out, int64_t n, int64_t rows, cudaStre
 // attention.cu
 void kv_write(int cache_type, void* cache, size_t row_bytes, const float* k, const int32_t* pos, int64_t width,
               int64_t T, cudaStream_t s);
+// Slices of the cache that decode attention is split into (1: no split); the caller provides
+// `partial` with n_head * T * splits * (head_dim + 2) floats when it is more than 1.
+int attention_splits(int64_t n_head, int64_t T, int64_t n_ctx);
 void attention(int cache_type, const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc,
                size_t cache_row_bytes, const int32_t* pos, float* out, size_t out_nb1, int64_t head_dim,
                int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window, float softcap,
-               cudaStream_t s);
+               float* partial, cudaStream_t s);
 
 }  // namespace lumen::cuda

@@ -12,28 +12,50 @@ namespace {
 constexpr int kMaxCols = 8;
 constexpr int kWarps = 4;
 
+// Elements of a row segment staged in shared memory per warp: 2048 elements are at most 8 KiB
+// (F32), so four warps fit the default 48 KiB with room to spare.
+constexpr int kSegElems = 2048;
+constexpr int kSegBytes = kSegElems * 4 + 16;
+
+// The warp first copies its row segment to shared memory with 16-byte loads (all issued before any
+// is used, so many bytes are in flight), then decodes 32-element chunks from there.
 template <int T>
-__global__ void matvec_kernel(const uint8_t* __restrict__ W, size_t w_stride, const float* __restrict__ X,
-                              size_t x_stride, float* __restrict__ Y, int64_t ldy, int K, int N, int M) {
-    const int row = blockIdx.x * kWarps + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
+__global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const uint8_t* __restrict__ W, size_t w_stride,
+                                                             const float* __restrict__ X, size_t x_stride,
+                                                             float* __restrict__ Y, int64_t ldy, int K, int N, int M) {
+    constexpr int B = Layout<T>::block, S = Layout<T>::bytes;
+    __shared__ __align__(16) uint8_t stage[kWarps][kSegBytes];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * kWarps + warp;
     if (row >= N) return;
     const uint8_t* w = W + size_t(row) * w_stride;
+    uint8_t* sm = stage[warp];
     float acc[kMaxCols] = {0};
     float y[32];
-    for (int c = lane; c < K / 32; c += 32) {
-        decode_chunk<T>(w, c, y);
-        #pragma unroll
-        for (int m = 0; m < kMaxCols; m++) {
-            if (m >= M) break;
-            const float4* x = reinterpret_cast<const float4*>(X + size_t(m) * x_stride + size_t(c) * 32);
-            float s = 0;
+    for (int e0 = 0; e0 < K; e0 += kSegElems) {
+        const int n_el = min(kSegElems, K - e0);
+        const size_t b0 = size_t(e0 / B) * S, b1 = size_t((e0 + n_el) / B) * S;
+        const uintptr_t start = reinterpret_cast<uintptr_t>(w + b0), aligned = start & ~uintptr_t(15);
+        const int lead = int(start - aligned);
+        const int n16 = int((lead + (b1 - b0) + 15) / 16);
+        const uint4* src = reinterpret_cast<const uint4*>(aligned);
+        __syncwarp();
+        for (int i = lane; i < n16; i += 32) reinterpret_cast<uint4*>(sm)[i] = __ldg(src + i);
+        __syncwarp();
+        for (int c = lane; c < n_el / 32; c += 32) {
+            decode_chunk<T>(sm + lead, c, y);
             #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const float4 v = x[i];
-                s += y[4 * i] * v.x + y[4 * i + 1] * v.y + y[4 * i + 2] * v.z + y[4 * i + 3] * v.w;
+            for (int m = 0; m < kMaxCols; m++) {
+                if (m >= M) break;
+                const float4* x = reinterpret_cast<const float4*>(X + size_t(m) * x_stride + size_t(e0) + size_t(c) * 32);
+                float s = 0;
+                #pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    const float4 v = x[i];
+                    s += y[4 * i] * v.x + y[4 * i + 1] * v.y + y[4 * i + 2] * v.z + y[4 * i + 3] * v.w;
+                }
+                acc[m] += s;
             }
-            acc[m] += s;
         }
     }
     #pragma unroll

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     lumen::cli::add_synth(app);
     lumen::cli::add_bench(app);
     lumen::cli::add_quantize(app);
+    lumen::cli::add_chat(app);
     try {
         std::vector<std::string> args = normalise_args(argc, argv);
         app.parse(args);

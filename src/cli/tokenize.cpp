@@ -82,10 +82,11 @@ void run(const Opts& o) {
         }
         out += "]\n";
     } else {
-        char buf[32];
         for (int32_t id : ids) {
-            std::snprintf(buf, sizeof buf, "%6d -> '", id);
-            out += buf;
+            std::string num = std::to_string(id);  // printf("%6d") without its cost per token
+            if (num.size() < 6) out.append(6 - num.size(), ' ');
+            out += num;
+            out += " -> '";
             out += tok.piece(id, true);
             out += "'\n";
         }

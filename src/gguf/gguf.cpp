@@ -107,7 +107,7 @@ void read_array(Reader& r, Value& v, const std::string& key, int depth) {
     if (v.count > r.left() / min_elem) {
         std::ostringstream os;
         os << "key '" << key << "': array of " << v.count << " " << vtype_name(v.elem)
-           << " elements does not fit in the " << r.left() << " bytes left";
+           << " elements runs past the end of the file (" << r.left() << " bytes left)";
         r.file.error(os.str());
     }
     if (v.elem == VType::STRING) {

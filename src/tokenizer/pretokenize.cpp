@@ -114,8 +114,10 @@ void pass_gpt2(const Text& t, size_t b, size_t e, Spans& out) {
 
 // Llama 3 (digit_group = 3) and Qwen 2 (digit_group = 1):
 // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,G}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
-template <int digit_group>
+// Qwen 3.5 (with_marks) lets words hold combining marks: [\p{L}\p{M}]+ and [^\s\p{L}\p{M}\p{N}].
+template <int digit_group, bool with_marks = false>
 void pass_llama3(const Text& t, size_t b, size_t e, Spans& out) {
+    constexpr uint8_t kWord = with_marks ? (kLetter | kMark) : kLetter;
     const uint32_t* cp = t.cp.data();
     const uint8_t* fl = t.fl.data();
     Cutter c{b, out};
@@ -130,9 +132,9 @@ void pass_llama3(const Text& t, size_t b, size_t e, Spans& out) {
         }
         // [^\r\n\p{L}\p{N}]?\p{L}+
         if (!(ch == '\r' || ch == '\n' || (f & kNumber))) {
-            if ((f & kLetter) || (pos + 1 < e && (fl[pos + 1] & kLetter))) {
+            if ((f & kWord) || (pos + 1 < e && (fl[pos + 1] & kWord))) {
                 pos++;
-                while (pos < e && (fl[pos] & kLetter)) pos++;
+                while (pos < e && (fl[pos] & kWord)) pos++;
                 c.cut(pos);
                 continue;
             }
@@ -155,10 +157,10 @@ void pass_llama3(const Text& t, size_t b, size_t e, Spans& out) {
         {
             const bool space = ch == ' ';
             const size_t start = pos + (space ? 1 : 0);
-            const bool other = start < e ? !(fl[start] & (kSpace | kLetter | kNumber)) : space;
+            const bool other = start < e ? !(fl[start] & (kSpace | kWord | kNumber)) : space;
             if (other) {
                 size_t p = start;
-                while (p < e && !(fl[p] & (kSpace | kLetter | kNumber))) p++;
+                while (p < e && !(fl[p] & (kSpace | kWord | kNumber))) p++;
                 while (p < e && (cp[p] == '\r' || cp[p] == '\n')) p++;
                 pos = p;
                 c.cut(pos);
@@ -367,6 +369,8 @@ std::vector<Pass> passes_for(PreTokenizer pre) {
             return {pass_llama3<3>};
         case PreTokenizer::Qwen2:
             return {pass_llama3<1>};
+        case PreTokenizer::Qwen35:
+            return {pass_llama3<1, true>};
         case PreTokenizer::Starcoder:
             return {pass_number_one, pass_gpt2};
         case PreTokenizer::Falcon:
@@ -412,6 +416,8 @@ PreConfig pre_config_from_name(const std::string& name) {
     } else if (any({"qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2", "megrez", "hunyuan",
                     "solar-open"})) {
         c.pre = PreTokenizer::Qwen2;
+    } else if (name == "qwen35") {
+        c.pre = PreTokenizer::Qwen35;
     } else if (any({"starcoder", "refact", "smollm", "command-r", "codeshell", "exaone", "minerva-7b",
                     "mellum2"})) {
         c.pre = PreTokenizer::Starcoder;

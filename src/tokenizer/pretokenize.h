@@ -15,6 +15,7 @@ enum class PreTokenizer {
     Gpt2,           // gpt-2, mpt, olmo, phi-2, jais, ...
     Llama3,         // llama-bpe (Llama 3), dbrx, smaug-bpe, chatglm-bpe, glm4
     Qwen2,          // qwen2, stablelm2, deepseek-r1-qwen, megrez
+    Qwen35,         // qwen35 (Qwen 2 with combining marks inside words)
     Starcoder,      // starcoder, refact, smollm, command-r, codeshell, exaone, minerva-7b
     Falcon,         // falcon
     DeepseekLlm,    // deepseek-llm

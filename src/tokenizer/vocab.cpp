@@ -161,7 +161,11 @@ Vocab Vocab::from_gguf(const gguf::File& f) {
         v.add_bos = true;
     } else if (model == "gpt2") {
         v.kind = VocabKind::Bpe;
-        v.pre = pre_config_from_name(f.get_str("tokenizer.ggml.pre"));
+        try {
+            v.pre = pre_config_from_name(f.get_str("tokenizer.ggml.pre"));
+        } catch (const Error& e) {
+            f.error(e.what());
+        }
         v.bos = v.pre.no_bos ? kNoToken : 11;
         v.eos = 11;
         v.add_bos = v.pre.add_bos;
@@ -192,7 +196,7 @@ Vocab Vocab::from_gguf(const gguf::File& f) {
         if (scores) v.score[i] = float(scores->num_at(i));
         if (types) v.attr[i] = attr_of_type(types->int_at(i));
     }
-    v.id_of.reserve(n);
+    // No reserve(): id_of must grow like llama.cpp's map does (see the by-text detection below).
     for (size_t i = 0; i < n; i++) v.id_of[v.text[i]] = int32_t(i);
 
     // Special ids: a default outside the vocab is dropped; a GGUF value outside it is ignored.
@@ -219,16 +223,27 @@ Vocab Vocab::from_gguf(const gguf::File& f) {
     v.add_bos = f.get_bool("tokenizer.ggml.add_bos_token", v.add_bos);
     v.add_eos = f.get_bool("tokenizer.ggml.add_eos_token", v.add_eos);
 
-    // llama.cpp walks its text->id hash map here, so which of two candidates for the same role wins
-    // is not reproducible; we take the lowest id. It only matters when a vocab holds two candidates.
+    // For each role llama.cpp takes the first candidate it meets walking its text->id hash map. id_of is
+    // the same kind of map (std::unordered_map, same hash, filled in the same order, same growth), so
+    // walking it meets the candidates in the same order; this only matters when a vocab holds several
+    // candidates for one role (Phi-3: <|endoftext|> and <|end|> for end-of-turn).
     auto mark_control = [&](int32_t id) { v.attr[size_t(id)] |= kAttrControl; };
     auto detect = [&](int32_t& slot, auto& texts) {
         if (slot != kNoToken) return;
-        for (const char* t : texts) {
-            int32_t id = v.find(t);
-            if (id != kNoToken && (slot == kNoToken || id < slot)) slot = id;
+        std::vector<int32_t> present;
+        for (const char* t : texts)
+            if (int32_t id = v.find(t); id != kNoToken) present.push_back(id);
+        if (present.empty()) return;
+        slot = present[0];
+        if (present.size() > 1) {
+            for (const auto& entry : v.id_of) {
+                if (std::find(present.begin(), present.end(), entry.second) != present.end()) {
+                    slot = entry.second;
+                    break;
+                }
+            }
         }
-        if (slot != kNoToken) mark_control(slot);
+        mark_control(slot);
     };
     detect(v.eot, kEotTexts);
     detect(v.eom, kEomTexts);

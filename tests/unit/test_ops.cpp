@@ -89,24 +89,25 @@ void check_op(const char* name, const Builder& build, double tol_cpu, double tol
     Case c;
     std::vector<double> ref = build(c);
     std::vector<float> got = c.run(gpu ? "cuda" : "cpu");
-    INFO(name);
+    INFO(std::string(name));
     REQUIRE(got.size() == ref.size());
     CHECK(rel_err(got, ref) <= (gpu ? tol_gpu : tol_cpu));
 }
 
 // --- the ops ---------------------------------------------------------------------------------
 
-std::vector<double> build_mul_mat(Case& c, DType wt, int64_t K, int64_t N, int64_t M) {
+// round_acts: the CPU kernels multiply with activations rounded to the weight type's partner
+// format (Q8_0, Q8_1, Q8_K); the GPU kernels use them as they are (f32, or f16 on tensor cores).
+std::vector<double> build_mul_mat(Case& c, DType wt, int64_t K, int64_t N, int64_t M, bool round_acts) {
     auto wv = randn(size_t(K * N), 1, 0.5f), xv = randn(size_t(K * M), 2);
     Tensor* w = c.weight(wt, wv, K, N);
     Tensor* x = c.input_f32(xv, K, M);
     c.out = c.g.mul_mat(w, x);
     auto wd = Case::dequant(w);
-    // The kernels multiply with activations rounded to the weight type's partner format: so does
-    // the reference, leaving only summation order as a difference.
+    // The reference rounds like the kernel under test, leaving only summation order as a difference.
     const DType vt = vec_dot_type(wt);
     std::vector<uint8_t> q(row_bytes(vt, K));
-    for (int64_t m = 0; m < M; m++) {
+    for (int64_t m = 0; round_acts && m < M; m++) {
         quantize_row(vt, xv.data() + m * K, q.data(), K);
         dequantize_row(vt, q.data(), xv.data() + m * K, K);
     }
@@ -198,9 +199,11 @@ std::vector<double> build_rope(Case& c, bool neox, float freq_scale, bool factor
 }
 
 // Writes T new rows at positions base..base+T-1 of an empty cache, then attends.
-std::vector<double> build_attention(Case& c, DType cache_type, int window, float softcap, int64_t D) {
-    const int64_t H = 4, HK = 2, T = 6, n_ctx = 16;
-    const int base = 2;  // rows 0 and 1 are never written: attended as zeros, as the reference assumes
+// With a long cache and few tokens the GPU splits the cached positions into slices (split-KV).
+std::vector<double> build_attention(Case& c, DType cache_type, int window, float softcap, int64_t D,
+                                    int64_t T = 6, int64_t n_ctx = 16, int base = 2) {
+    const int64_t H = 4, HK = 2;
+    // Rows below `base` are never written: attended as zeros, as the reference assumes.
     auto qv = randn(size_t(D * H * T), 10), kv = randn(size_t(D * HK * T), 11), vv = randn(size_t(D * HK * T), 12);
     std::vector<int32_t> pos(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; t++) pos[size_t(t)] = base + int32_t(t);
@@ -268,7 +271,7 @@ void all_ops(bool gpu) {
             CAPTURE(M);
             // Q8_1 keeps d * sum(q) in fp16 (as GGUF does), which rounds the min term of Q4_1 / Q5_1.
             const double tol = (t == DType::Q4_1 || t == DType::Q5_1) ? 2e-3 : 1e-5;
-            check_op("mul_mat", [&](Case& c) { return build_mul_mat(c, t, 512, 40, M); }, tol, 3e-3, gpu);
+            check_op("mul_mat", [&](Case& c) { return build_mul_mat(c, t, 512, 40, M, !gpu); }, tol, 3e-3, gpu);
         }
     }
     check_op("rms_norm * w * 0.5 + b", build_rms_norm_mul_add, 1e-6, 1e-5, gpu);
@@ -286,6 +289,10 @@ void all_ops(bool gpu) {
         check_op("attention q8_0 cache", [&](Case& c) { return build_attention(c, DType::Q8_0, 0, 0, D); }, 1e-5, 1e-4, gpu);
         check_op("attention window 3", [&](Case& c) { return build_attention(c, DType::F32, 3, 0, D); }, 1e-5, 1e-4, gpu);
         check_op("attention softcap", [&](Case& c) { return build_attention(c, DType::F32, 0, 0.5f, D); }, 1e-5, 1e-4, gpu);
+        check_op("attention, long cache, 2 tokens", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D, 2, 4096, 3000); },
+                 1e-4, 1e-4, gpu);  // float sums over 3000 positions
+        check_op("attention, long cache, window", [&](Case& c) { return build_attention(c, DType::F16, 700, 0, D, 1, 4096, 2500); },
+                 1e-4, 1e-4, gpu);
     }
 }
 

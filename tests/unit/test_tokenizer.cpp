@@ -244,6 +244,8 @@ TEST_CASE("tokenizer: end-of-generation tokens") {
     Loaded phi3 = load("ggml-vocab-phi-3.gguf");
     CHECK(phi3.tok.is_eog(phi3.tok.eos()));
     CHECK(phi3.tok.is_eog(phi3.tok.find_token("<|end|>")));
+    // Two end-of-turn candidates (<|endoftext|>, <|end|>): llama.cpp settles on <|end|>.
+    CHECK(phi3.tok.eot() == phi3.tok.find_token("<|end|>"));
     CHECK(!phi3.tok.is_eog(phi3.tok.find_token("<|user|>")));
 }
 

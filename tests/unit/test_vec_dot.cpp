@@ -134,8 +134,10 @@ TEST_CASE("matmul_rows matches a loop of scalar dot products") {
     uint64_t seed = 100;
     for (DType w : weight_types()) {
         const int64_t bs = dtype_info(w).block_size;
+        // The third K is longer than one tile chunk (2048 quantized values, 256 floats).
         for (int64_t K : {bs == 256 ? int64_t(512) : bs == 32 ? int64_t(96) : int64_t(37),
-                          bs == 256 ? int64_t(256) : bs == 32 ? int64_t(576) : int64_t(64)}) {
+                          bs == 256 ? int64_t(256) : bs == 32 ? int64_t(576) : int64_t(64),
+                          bs == 256 ? int64_t(2304) : bs == 32 ? int64_t(2080) : int64_t(300)}) {
             const DType vt = vec_dot_type(w);
             // Rows with padding between them, as views into bigger tensors have.
             const size_t wstride = row_bytes(w, K) + 6, xstride = row_bytes(vt, K) + 10;

@@ -10,7 +10,7 @@
 // of 16 or 32 values (value = d*q + m; Q4_K's d*sc*q - dmin*mn, Q6_K's d*sc*(q - 32), ...), so one
 // kernel covers them: sum(value * da*qa) = d*da*sum(q*qa) + m*(da*sum(qa)), and da*sum(qa) per
 // sub-block is read once from the activation blocks. Q8_0 weights are signed and use the sign
-// trick instead; float weights use a plain FMA kernel on the same 8-row interleave.
+// trick instead; float weights use a plain FMA kernel on two such 8-row panels at once.
 #include "cpu/matmul_impl.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/act_scales_avx2.h"
 #include "cpu/simd_avx2.h"
 #include "tensor/half.h"
 #include "tensor/quant.h"
@@ -30,6 +31,11 @@ namespace {
 
 constexpr int kRows = 8;    // weight rows per tile: one per 32-bit lane
 constexpr int kTokens = 4;  // tokens multiplied with a tile at once
+// Values of K per tile, so that a tile stays in L1 while all tokens pass over it (longer rows are
+// split and their partial sums continue in Y): 8 rows x 2048 bytes of levels + scales, and
+// 16 rows x 256 floats.
+constexpr int64_t kQuantChunk = 2048;
+constexpr int64_t kFloatChunk = 256;
 
 enum class Family { Unsigned, Signed, Float };
 
@@ -223,29 +229,30 @@ struct QuantTile {
     float* dm;
 };
 
-void pack_quant(const MatmulArgs& a, DecodeFn decode, const Layout& l, int64_t n0, int rows, QuantTile tile) {
+// Packs weight blocks [blk0, blk1) of rows [n0, n0 + rows) (missing rows multiply as zeros).
+void pack_quant(const MatmulArgs& a, DecodeFn decode, const Layout& l, int64_t n0, int rows, int64_t blk0,
+                int64_t blk1, QuantTile tile) {
     const DTypeInfo& info = dtype_info(a.wt);
     const int bs = int(info.block_size), nsub = bs / l.sub, nchunk = bs / 32;
-    const int64_t nblk = a.K / bs;
     alignas(32) uint8_t q[kRows][256];
     float d[kRows][16], m[kRows][16];
-    for (int r = rows; r < kRows; r++) {  // missing rows of a partial tile multiply as zeros
+    for (int r = rows; r < kRows; r++) {
         std::memset(q[r], 0, sizeof q[r]);
         std::fill(d[r], d[r] + 16, 0.0f);
         std::fill(m[r], m[r] + 16, 0.0f);
     }
-    for (int64_t blk = 0; blk < nblk; blk++) {
+    for (int64_t blk = blk0; blk < blk1; blk++) {
         for (int r = 0; r < rows; r++)
             decode(a.W + size_t(n0 + r) * a.w_stride + size_t(blk) * info.block_bytes, q[r], d[r], m[r]);
         for (int c = 0; c < nchunk; c++) {
             __m256i v[kRows];
             for (int r = 0; r < kRows; r++) v[r] = loadu(q[r] + 32 * c);
             transpose8x8(v);
-            uint8_t* dst = tile.q + size_t(blk * nchunk + c) * 256;
+            uint8_t* dst = tile.q + size_t((blk - blk0) * nchunk + c) * 256;
             for (int g = 0; g < 8; g++) store32(dst + 32 * g, v[g]);
         }
         for (int s = 0; s < nsub; s++) {
-            float* dm = tile.dm + size_t(blk * nsub + s) * 16;
+            float* dm = tile.dm + size_t((blk - blk0) * nsub + s) * 16;
             for (int r = 0; r < kRows; r++) {
                 dm[r] = d[r][s];
                 dm[8 + r] = m[r][s];
@@ -254,14 +261,15 @@ void pack_quant(const MatmulArgs& a, DecodeFn decode, const Layout& l, int64_t n
     }
 }
 
-// Float weights: K x 8 floats, value k of row r at [8k + r].
-void pack_float(const MatmulArgs& a, int64_t n0, int rows, float* tile) {
-    for (int64_t k0 = 0; k0 < a.K; k0 += 8) {
+// Float weights, 16 rows as two panels of 8: value k of row 8p + r at tile[16(k - kb) + 8p + r]. This
+// packs values [kb, ke) of the panel of rows [n0, n0 + rows) (rows <= 0: zeros) at column offset 8p.
+void pack_float(const MatmulArgs& a, int64_t n0, int rows, int64_t kb, int64_t ke, float* tile, int p) {
+    for (int64_t k0 = kb; k0 < ke; k0 += 8) {
         __m256 v[kRows];
         for (int r = 0; r < kRows; r++) {
             if (r >= rows) { v[r] = _mm256_setzero_ps(); continue; }
             const uint8_t* row = a.W + size_t(n0 + r) * a.w_stride;
-            if (a.K - k0 >= 8) {
+            if (ke - k0 >= 8) {
                 if (a.wt == DType::F32) v[r] = _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k0);
                 else {
                     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k0));
@@ -271,7 +279,7 @@ void pack_float(const MatmulArgs& a, int64_t n0, int rows, float* tile) {
             } else {  // the last few values of a K that is not a multiple of 8
                 alignas(32) float tmp[8] = {};
                 const uint16_t* h = reinterpret_cast<const uint16_t*>(row);
-                for (int64_t k = k0; k < a.K; k++)
+                for (int64_t k = k0; k < ke; k++)
                     tmp[k - k0] = a.wt == DType::F32 ? reinterpret_cast<const float*>(row)[k]
                                   : a.wt == DType::F16 ? fp16_to_f32(h[k])
                                                        : bf16_to_f32(h[k]);
@@ -281,39 +289,8 @@ void pack_float(const MatmulArgs& a, int64_t n0, int rows, float* tile) {
         __m256i vi[kRows];
         for (int r = 0; r < kRows; r++) vi[r] = _mm256_castps_si256(v[r]);
         transpose8x8(vi);
-        for (int k = 0; k < 8 && k0 + k < a.K; k++) _mm256_store_ps(tile + 8 * (k0 + k), _mm256_castsi256_ps(vi[k]));
-    }
-}
-
-// ---- activations ----
-
-// Per token and sub-block: the activation scale and scale * sum of the quants.
-struct ActScale { float d, s; };
-
-// Byte offset of value e inside an activation row of type vt.
-size_t act_offset(DType vt, int64_t e) {
-    if (vt == DType::Q8_0) return size_t(e / 32) * sizeof(BlockQ8_0) + offsetof(BlockQ8_0, qs) + size_t(e % 32);
-    if (vt == DType::Q8_1) return size_t(e / 32) * sizeof(BlockQ8_1) + offsetof(BlockQ8_1, qs) + size_t(e % 32);
-    return size_t(e / 256) * sizeof(BlockQ8_K) + offsetof(BlockQ8_K, qs) + size_t(e % 256);
-}
-
-void act_scales(DType vt, const uint8_t* row, int64_t K, int sub, ActScale* out) {
-    const __m256i ones = _mm256_set1_epi8(1);
-    for (int64_t s = 0; s < K / sub; s++) {
-        const int64_t e = s * sub;
-        if (vt == DType::Q8_0) {
-            const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[e / 32];
-            const float d = fp16_to_f32(b.d);
-            out[s] = {d, d * float(hsum_i32(dot_u8_i8(ones, loadu(b.qs))))};
-        } else if (vt == DType::Q8_1) {
-            const BlockQ8_1& b = reinterpret_cast<const BlockQ8_1*>(row)[e / 32];
-            out[s] = {fp16_to_f32(b.d), fp16_to_f32(b.s)};
-        } else {
-            const BlockQ8_K& b = reinterpret_cast<const BlockQ8_K*>(row)[e / 256];
-            int sum = 0;
-            for (int g = int(e % 256) / 16; g < int(e % 256 + sub) / 16; g++) sum += b.bsums[g];
-            out[s] = {b.d, b.d * float(sum)};
-        }
+        for (int k = 0; k < 8 && k0 + k < ke; k++)
+            _mm256_store_ps(tile + 16 * (k0 - kb + k) + 8 * p, _mm256_castsi256_ps(vi[k]));
     }
 }
 
@@ -381,28 +358,45 @@ void kernel_signed(QuantTile tile, const size_t* off, int64_t nsub, const TokenR
     }
 }
 
+// Two panels of 8 rows per step, so 2 * NT independent FMA chains hide the FMA latency.
 template <int NT>
-void kernel_float(const float* tile, int64_t K, const TokenRows& x, __m256 acc[NT]) {
+void kernel_float(const float* tile, int64_t K, const TokenRows& x, __m256 acc[2 * NT]) {
     for (int64_t k = 0; k < K; k++) {
-        const __m256 w = _mm256_load_ps(tile + 8 * k);
-        for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(w, _mm256_broadcast_ss(x.f[t] + k), acc[t]);
+        const __m256 w0 = _mm256_load_ps(tile + 16 * k), w1 = _mm256_load_ps(tile + 16 * k + 8);
+        for (int t = 0; t < NT; t++) {
+            const __m256 xv = _mm256_broadcast_ss(x.f[t] + k);
+            acc[t] = _mm256_fmadd_ps(w0, xv, acc[t]);
+            acc[NT + t] = _mm256_fmadd_ps(w1, xv, acc[NT + t]);
+        }
     }
 }
 
-// Runs the kernel for NT tokens; `Kernel` is called as kernel(acc).
-template <int NT, class Kernel>
-void run_tokens(const Kernel& kernel, float* Y, int64_t ldy, int64_t m0, int64_t n0, int rows) {
-    __m256 acc[NT];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+// Runs a kernel for NT tokens and P panels of 8 rows, called as kernel(acc) with acc[p * NT + t]
+// holding rows n0 + 8p .. n0 + 8p + 7 of token m0 + t; stores the first `rows` rows. With
+// `accumulate` the sums continue from what Y holds (the K range is split in chunks).
+template <int NT, int P, class Kernel>
+void run_tokens(const Kernel& kernel, float* Y, int64_t ldy, int64_t m0, int64_t n0, int rows, bool accumulate) {
+    __m256 acc[P * NT];
+    for (int p = 0; p < P; p++) {
+        const int prow = std::max(0, std::min(kRows, rows - kRows * p));
+        for (int t = 0; t < NT; t++) {
+            alignas(32) float tmp[kRows] = {};
+            if (accumulate) std::copy_n(Y + (m0 + t) * ldy + n0 + kRows * p, prow, tmp);
+            acc[p * NT + t] = _mm256_load_ps(tmp);
+        }
+    }
     kernel(acc);
-    for (int t = 0; t < NT; t++) {
-        float* y = Y + (m0 + t) * ldy + n0;
-        if (rows == kRows) {
-            _mm256_storeu_ps(y, acc[t]);
-        } else {
-            alignas(32) float tmp[kRows];
-            _mm256_store_ps(tmp, acc[t]);
-            std::copy(tmp, tmp + rows, y);
+    for (int p = 0; p < P; p++) {
+        const int prow = std::min(kRows, rows - kRows * p);
+        for (int t = 0; t < NT && prow > 0; t++) {
+            float* y = Y + (m0 + t) * ldy + n0 + kRows * p;
+            if (prow == kRows) {
+                _mm256_storeu_ps(y, acc[p * NT + t]);
+            } else {
+                alignas(32) float tmp[kRows];
+                _mm256_store_ps(tmp, acc[p * NT + t]);
+                std::copy(tmp, tmp + prow, y);
+            }
         }
     }
 }
@@ -440,19 +434,23 @@ bool matmul_tiled(const MatmulArgs& a) {
     thread_local Scratch sc;
 
     if (l.family == Family::Float) {
-        float* tile = aligned_data(sc.f, size_t(a.K + 8) * kRows);
-        for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kRows) {
-            const int rows = int(std::min<int64_t>(kRows, a.n_end - n0));
-            pack_float(a, n0, rows, tile);
-            for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
-                TokenRows x{};
-                for (int t = 0; t < kTokens && m0 + t < a.M; t++)
-                    x.f[t] = reinterpret_cast<const float*>(a.X + size_t(m0 + t) * a.x_stride);
-                with_token_count(a.M - m0, [&](auto nt) {
-                    constexpr int NT = decltype(nt)::value;
-                    run_tokens<NT>([&](__m256* acc) { kernel_float<NT>(tile, a.K, x, acc); }, a.Y, a.ldy,
-                                   m0, n0, rows);
-                });
+        float* tile = aligned_data(sc.f, size_t(kFloatChunk) * 2 * kRows);
+        for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += 2 * kRows) {
+            const int rows = int(std::min<int64_t>(2 * kRows, a.n_end - n0));
+            for (int64_t kb = 0; kb < a.K; kb += kFloatChunk) {
+                const int64_t ke = std::min(a.K, kb + kFloatChunk);
+                pack_float(a, n0, rows, kb, ke, tile, 0);
+                pack_float(a, n0 + kRows, rows - kRows, kb, ke, tile, 1);
+                for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
+                    TokenRows x{};
+                    for (int t = 0; t < kTokens && m0 + t < a.M; t++)
+                        x.f[t] = reinterpret_cast<const float*>(a.X + size_t(m0 + t) * a.x_stride) + kb;
+                    with_token_count(a.M - m0, [&](auto nt) {
+                        constexpr int NT = decltype(nt)::value;
+                        run_tokens<NT, 2>([&](__m256* acc) { kernel_float<NT>(tile, ke - kb, x, acc); }, a.Y,
+                                          a.ldy, m0, n0, rows, kb > 0);
+                    });
+                }
             }
         }
         return true;
@@ -460,37 +458,43 @@ bool matmul_tiled(const MatmulArgs& a) {
 
     const DType vt = vec_dot_type(a.wt);
     const DecodeFn decode = decoder_of(a.wt);
-    const int64_t nsub = a.K / l.sub;
+    const int64_t bs = dtype_info(a.wt).block_size, nblk = a.K / bs, nsub = a.K / l.sub;
+    const int64_t chunk_blocks = std::max<int64_t>(1, kQuantChunk / bs), sub_per_block = bs / l.sub;
 
     sc.act.resize(size_t(a.M * nsub));
     for (int64_t m = 0; m < a.M; m++) act_scales(vt, a.X + size_t(m) * a.x_stride, a.K, l.sub, sc.act.data() + m * nsub);
     sc.off.resize(size_t(nsub));
     for (int64_t s = 0; s < nsub; s++) sc.off[size_t(s)] = act_offset(vt, s * l.sub);
 
-    const QuantTile tile{aligned_data(sc.q, size_t(a.K) * kRows), aligned_data(sc.dm, size_t(nsub) * 16)};
+    const int64_t tile_subs = chunk_blocks * sub_per_block;
+    const QuantTile tile{aligned_data(sc.q, size_t(tile_subs * l.sub) * kRows), aligned_data(sc.dm, size_t(tile_subs) * 16)};
 
     for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kRows) {
         const int rows = int(std::min<int64_t>(kRows, a.n_end - n0));
-        pack_quant(a, decode, l, n0, rows, tile);
-        for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
-            TokenRows x{};
-            for (int t = 0; t < kTokens && m0 + t < a.M; t++) {
-                x.q[t] = a.X + size_t(m0 + t) * a.x_stride;
-                x.as[t] = sc.act.data() + (m0 + t) * nsub;
+        for (int64_t b0 = 0; b0 < nblk; b0 += chunk_blocks) {
+            const int64_t b1 = std::min(nblk, b0 + chunk_blocks);
+            const int64_t s0 = b0 * sub_per_block, ns = (b1 - b0) * sub_per_block;
+            pack_quant(a, decode, l, n0, rows, b0, b1, tile);
+            const size_t* off = sc.off.data() + s0;
+            for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
+                TokenRows x{};
+                for (int t = 0; t < kTokens && m0 + t < a.M; t++) {
+                    x.q[t] = a.X + size_t(m0 + t) * a.x_stride;
+                    x.as[t] = sc.act.data() + (m0 + t) * nsub + s0;
+                }
+                with_token_count(a.M - m0, [&](auto nt) {
+                    constexpr int NT = decltype(nt)::value;
+                    run_tokens<NT, 1>(
+                        [&](__m256* acc) {
+                            if (l.family == Family::Signed) kernel_signed<NT>(tile, off, ns, x, acc);
+                            else if (l.sub == 32 && l.run == 8) kernel_unsigned<NT, 32, 8>(tile, off, ns, x, acc);
+                            else if (l.sub == 32) kernel_unsigned<NT, 32, 4>(tile, off, ns, x, acc);
+                            else if (l.run == 4) kernel_unsigned<NT, 16, 4>(tile, off, ns, x, acc);
+                            else kernel_unsigned<NT, 16, 2>(tile, off, ns, x, acc);
+                        },
+                        a.Y, a.ldy, m0, n0, rows, b0 > 0);
+                });
             }
-            with_token_count(a.M - m0, [&](auto nt) {
-                constexpr int NT = decltype(nt)::value;
-                run_tokens<NT>(
-                    [&](__m256* acc) {
-                        const size_t* off = sc.off.data();
-                        if (l.family == Family::Signed) kernel_signed<NT>(tile, off, nsub, x, acc);
-                        else if (l.sub == 32 && l.run == 8) kernel_unsigned<NT, 32, 8>(tile, off, nsub, x, acc);
-                        else if (l.sub == 32) kernel_unsigned<NT, 32, 4>(tile, off, nsub, x, acc);
-                        else if (l.run == 4) kernel_unsigned<NT, 16, 4>(tile, off, nsub, x, acc);
-                        else kernel_unsigned<NT, 16, 2>(tile, off, nsub, x, acc);
-                    },
-                    a.Y, a.ldy, m0, n0, rows);
-            });
         }
     }
     return true;

@@ -1,0 +1,142 @@
+#include "chat/chat_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "tokenizer/unicode.h"
+#include "util/error.h"
+
+namespace lumen::chat {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+constexpr size_t kCannotFit = std::string::npos;
+}  // namespace
+
+ChatEngine::ChatEngine(Session& session, const tokenizer::Tokenizer& tok, ChatTemplate tmpl, const SamplingParams& sp,
+                       const ChatOptions& opt)
+    : session_(session), tok_(tok), tmpl_(tmpl), sampling_(sp), opt_(opt) {
+    // Each reply gets its own sampler seeded base + reply number: a fixed --seed replays a whole chat,
+    // and the penalty window holds only the current prompt and reply.
+    base_seed_ = sp.seed == 0xFFFFFFFF ? std::random_device{}() : sp.seed;
+    if (opt_.n_predict == 0 || opt_.n_predict < -1) fail("-n ", opt_.n_predict, ": want a positive count or -1");
+}
+
+std::vector<int32_t> ChatEngine::prompt_tokens(size_t skip_turns) const {
+    std::vector<Message> msgs;
+    if (!conv_.system.empty()) msgs.push_back({"system", conv_.system});
+    msgs.insert(msgs.end(), conv_.turns.begin() + long(std::min(skip_turns, conv_.turns.size())), conv_.turns.end());
+    return tok_.encode(tmpl_.format(msgs, true), true, true);
+}
+
+const std::vector<float>& ChatEngine::sync_cache(const std::vector<int32_t>& tokens) {
+    if (tokens.empty()) fail("nothing to evaluate");
+    size_t keep = opt_.kv_reuse ? common_prefix(cached_, tokens) : 0;
+    if (keep == tokens.size()) keep--;  // evaluate at least the last token to get its logits
+    session_.truncate(int(keep));
+    cached_.resize(keep);
+    const std::vector<int32_t> rest(tokens.begin() + long(keep), tokens.end());
+    const std::vector<float>& logits = session_.eval(rest);
+    cached_ = tokens;
+    last_.evaluated += int(rest.size());
+    return logits;
+}
+
+size_t ChatEngine::forget_for(size_t tail, int room) {
+    const int budget = session_.n_ctx() - int(tail) - room;
+    const size_t n = turns_to_forget(conv_.turns, 1, budget, [&](size_t skip) { return int(prompt_tokens(skip).size()); });
+    if (n == kCannotFit || n == 0) return n;
+    conv_.turns.erase(conv_.turns.begin(), conv_.turns.begin() + long(n));
+    return n;
+}
+
+ReplyStats ChatEngine::reply(const std::string& user_text, const TextSink& on_text, const NoticeSink& on_notice,
+                             const std::atomic<bool>* stop) {
+    last_ = ReplyStats{};
+    const int n_ctx = session_.n_ctx();
+    const Conversation before = conv_;
+    conv_.turns.push_back({"user", user_text});
+
+    // Make room for the prompt and (some of) the reply before reading anything.
+    std::vector<int32_t> prompt = prompt_tokens(0);
+    if (opt_.context_shift) {
+        const int reserve = opt_.n_predict > 0 ? std::min(opt_.n_predict, n_ctx / 2) : n_ctx / 4;
+        size_t n = forget_for(0, reserve);
+        if (n == kCannotFit) n = forget_for(0, 1);
+        if (n == kCannotFit) {
+            const size_t len = prompt_tokens(conv_.turns.size() - 1).size();
+            conv_ = before;
+            fail("the message does not fit: with the system prompt it takes ", len, " tokens, the context holds ",
+                 n_ctx, " (raise -c)");
+        }
+        if (n > 0) {
+            last_.forgotten += int(n);
+            on_notice("context full: forgot the oldest " + std::to_string(n) + " messages");
+            prompt = prompt_tokens(0);
+        }
+    } else {
+        const size_t need = prompt.size() + size_t(std::max(opt_.n_predict - 1, 0));
+        if (prompt.size() >= size_t(n_ctx) || need > size_t(n_ctx)) {
+            conv_ = before;
+            fail("context full: the conversation takes ", prompt.size(), " tokens",
+                 opt_.n_predict > 0 ? " plus -n " + std::to_string(opt_.n_predict) + " for the reply" : std::string(),
+                 ", the context holds ", n_ctx, " (raise -c, /reset, or drop --no-context-shift)");
+        }
+    }
+    last_.prompt_tokens = int(prompt.size());
+
+    SamplingParams sp = sampling_;
+    sp.seed = (base_seed_ + uint64_t(n_replies_++)) & 0xFFFFFFFFull;
+    if (sp.seed == 0xFFFFFFFF) sp.seed = 0;  // keep clear of the "random seed" marker
+    Sampler sampler(sp, tok_.n_vocab());
+    for (int32_t t : prompt) sampler.accept(t);
+
+    auto t0 = Clock::now();
+    const std::vector<float>* logits = &sync_cache(prompt);
+    last_.prompt_s = seconds_since(t0);
+
+    auto t1 = Clock::now();
+    std::vector<int32_t> gen;
+    std::string content;
+    unicode::Utf8Stream utf8;
+    auto say = [&](const std::string& s) {
+        if (s.empty()) return;
+        content += s;
+        on_text(s);
+    };
+    for (;;) {
+        const int32_t next = sampler.sample(logits->data());
+        if (tok_.is_eog(next)) { last_.end = ReplyStats::End::EndOfTurn; break; }
+        sampler.accept(next);
+        gen.push_back(next);
+        say(utf8.push(tok_.piece(next)));
+        if (opt_.n_predict > 0 && int(gen.size()) >= opt_.n_predict) { last_.end = ReplyStats::End::Length; break; }
+        if (stop && stop->load()) { last_.end = ReplyStats::End::Interrupted; break; }
+        if (session_.n_past() < n_ctx) {
+            logits = &session_.eval({next});
+            cached_.push_back(next);
+            continue;
+        }
+        // The cache is full and `next` still has to be read.
+        if (!opt_.context_shift) { last_.end = ReplyStats::End::ContextFull; break; }
+        size_t n = forget_for(gen.size(), std::max(1, n_ctx / 4));
+        if (n == kCannotFit) n = forget_for(gen.size(), 1);
+        if (n == kCannotFit) { last_.end = ReplyStats::End::ContextFull; break; }
+        if (n > 0) {
+            last_.forgotten += int(n);
+            on_notice("context full: forgot the oldest " + std::to_string(n) + " messages");
+        }
+        std::vector<int32_t> all = prompt_tokens(0);
+        all.insert(all.end(), gen.begin(), gen.end());
+        logits = &sync_cache(all);
+    }
+    say(utf8.flush());
+    last_.generated = int(gen.size());
+    last_.gen_s = seconds_since(t1);
+    conv_.turns.push_back({"assistant", content});
+    return last_;
+}
+
+}  // namespace lumen::chat

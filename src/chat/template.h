@@ -1,0 +1,67 @@
+// Chat templates: turn a list of {role, content} messages into the prompt text a chat model was
+// trained on. The GGUF's tokenizer.chat_template is a Jinja program; like llama.cpp's built-in
+// formatter (llama_chat_apply_template) we do not run it but recognise its family by characteristic
+// substrings and format that family's layout with fixed strings, byte for byte as llama.cpp does.
+//
+//   ChatTemplate t = ChatTemplate::for_model(file, "");   // or a name: "chatml", "llama3", ...
+//   std::string prompt = t.format(messages, true);         // ends with the assistant's header
+//
+// The result carries no BOS: the tokenizer adds it (encode(..., add_special = true)).
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lumen::gguf {
+class File;
+}
+
+namespace lumen::chat {
+
+struct Message {
+    std::string role;  // "system", "user" or "assistant"
+    std::string content;
+    bool operator==(const Message& o) const { return role == o.role && content == o.content; }
+};
+
+enum class TemplateFamily {
+    ChatML,
+    Llama2, Llama2Sys, Llama2SysBos, Llama2SysStrip,
+    MistralV1, MistralV3, MistralV3Tekken, MistralV7, MistralV7Tekken,
+    Phi3, Phi4, Falcon3, Zephyr,
+    Gemma,
+    Llama3,
+    DeepSeek, DeepSeek2, DeepSeek3,
+    CommandR,
+    Vicuna, VicunaOrca,
+    OpenChat,
+};
+
+class ChatTemplate {
+public:
+    explicit ChatTemplate(TemplateFamily f = TemplateFamily::ChatML) : family_(f) {}
+
+    // The template for a model: `override_name` when given (an unknown name is an error listing the
+    // known ones), else the family recognised in tokenizer.chat_template. A model without a template
+    // gets ChatML, as llama.cpp does; `notice` (if not null) then receives a line saying so. A template
+    // of no known family is an error that names --chat-template.
+    static ChatTemplate for_model(const gguf::File& f, const std::string& override_name,
+                                  std::string* notice = nullptr);
+    // By llama.cpp's name for the family ("chatml", "llama3", "mistral-v7", ...); false if unknown.
+    static bool from_name(std::string_view name, ChatTemplate& out);
+    // Recognises the family of a Jinja template source; false if none matches.
+    static bool detect(std::string_view jinja_source, ChatTemplate& out);
+    // Every name from_name accepts, comma-separated (for help and error messages).
+    static std::string known_names();
+
+    TemplateFamily family() const { return family_; }
+    const char* name() const;
+    // The prompt for `messages`; with add_generation_prompt it ends with the opening of the
+    // assistant's turn (families whose layout has none, like Llama 2, end after the last user turn).
+    std::string format(const std::vector<Message>& messages, bool add_generation_prompt) const;
+
+private:
+    TemplateFamily family_;
+};
+
+}  // namespace lumen::chat
