@@ -5,7 +5,9 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,6 +47,13 @@ public:
     }
 
     ~CudaBackend() override {
+        if (profile_) {
+            double total = 0;
+            for (auto& [k, ms] : profile_ms_) total += ms;
+            std::fprintf(stderr, "CUDA profile (%.3f ms in all):\n", total);
+            for (auto& [k, ms] : profile_ms_)
+                std::fprintf(stderr, "  %-48s %8d calls %10.3f ms %5.1f%%\n", k.c_str(), profile_n_[k], ms, 100 * ms / total);
+        }
         for (auto& [g, exec] : graphs_) if (exec.exec) cudaGraphExecDestroy(exec.exec);
         for (auto& [h, d] : weights_) cudaFree(d);
         for (auto& [h, d] : f16_cache_) cudaFree(d);
@@ -87,6 +96,7 @@ public:
                     fail("CUDA backend: no kernel for weight type ", dtype_name(w->type), " (tensor ", w->name, ")");
                 if (w->ne[0] % 32) fail("CUDA backend: row length ", w->ne[0], " of ", w->name, " is not a multiple of 32");
                 const int64_t M = n->src[1]->nrows();
+                if (M <= kMatvecMaxCols) scratch = std::max(scratch, cuda::matvec_scratch_bytes(w->ne[0], M));
                 if (M > kMatvecMaxCols) {
                     scratch = std::max(scratch, size_t(w->ne[0]) * size_t(M) * 2);
                     if (!f16_copy(w)) scratch = std::max(scratch, size_t(w->ne[0]) * size_t(w->ne[1] + M) * 2);
@@ -136,7 +146,9 @@ public:
                                   l->nbytes(), cudaMemcpyHostToDevice, stream_),
                   "input upload");
         }
-        if (cap.exec) {
+        if (profile_) {
+            run_profiled(g);
+        } else if (cap.exec) {
             check(cudaGraphLaunch(cap.exec, stream_), "graph launch");
         } else if (cap.runs == 0 || !use_graphs_) {
             run_nodes(g);  // first run eagerly: errors surface with their op
@@ -260,7 +272,7 @@ private:
         const Tensor* x = t->src[1];
         const int64_t K = w->ne[0], N = w->ne[1], M = x->nrows();
         if (M <= kMatvecMaxCols) {
-            cuda::matvec(int(w->type), ptr(w), w->nb[1], f(x), x->nb[1] / 4, fo(t), t->ne[0], K, N, M, stream_);
+            cuda::matvec(int(w->type), ptr(w), w->nb[1], f(x), x->nb[1] / 4, fo(t), t->ne[0], K, N, M, scratch_, stream_);
             return;
         }
         // Tensor cores: weights and activations in f16, f32 accumulation. The weights come from the
@@ -279,8 +291,37 @@ private:
               "GemmEx");
     }
 
+    // LUMEN_PROFILE=1: every op timed with events (eagerly, no CUDA graph); a table per op kind
+    // and weight shape is printed to stderr when the backend closes.
+    void run_profiled(Graph& g) {
+        std::vector<cudaEvent_t> ev(g.nodes().size() + 1);
+        for (auto& e : ev) cudaEventCreate(&e);
+        cudaEventRecord(ev[0], stream_);
+        for (size_t k = 0; k < g.nodes().size(); k++) {
+            run_node(g.nodes()[k]);
+            cudaEventRecord(ev[k + 1], stream_);
+        }
+        check(cudaStreamSynchronize(stream_), "profile");
+        for (size_t k = 0; k < g.nodes().size(); k++) {
+            const Tensor* t = g.nodes()[k];
+            float ms = 0;
+            cudaEventElapsedTime(&ms, ev[k], ev[k + 1]);
+            std::string key = op_name(t->op);
+            if (t->op == Op::MulMat)
+                key += std::string(" ") + dtype_name(t->src[0]->type) + " " + std::to_string(t->src[0]->ne[0]) + "x" +
+                       std::to_string(t->src[0]->ne[1]) + " M=" + std::to_string(t->src[1]->nrows());
+            profile_ms_[key] += ms;
+            profile_n_[key]++;
+        }
+        for (auto& e : ev) cudaEventDestroy(e);
+    }
+
     void run_nodes(Graph& g) {
-        for (Tensor* t : g.nodes()) {
+        for (Tensor* t : g.nodes()) run_node(t);
+    }
+
+    void run_node(Tensor* t) {
+        {
             switch (t->op) {
                 case Op::None: case Op::View: break;
                 case Op::GetRows:
@@ -352,6 +393,9 @@ private:
     size_t partial_size_ = 0;
     std::unordered_map<const Graph*, Capture> graphs_;
     bool use_graphs_ = getenv("LUMEN_NO_CUDA_GRAPHS") == nullptr;
+    bool profile_ = getenv("LUMEN_PROFILE") != nullptr;
+    std::map<std::string, double> profile_ms_;
+    std::map<std::string, int> profile_n_;
 };
 
 }  // namespace

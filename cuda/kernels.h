@@ -7,9 +7,13 @@
 namespace lumen::cuda {
 
 // matvec.cu: Y[m][n] = dot(W row n, X row m) for small M (decode), any weight type.
+// The 32-element legacy formats multiply with int8-quantized activations (DP4A), which need
+// matvec_scratch_bytes(K, M) of device scratch; the others use the activations as f32.
 bool matvec_supported(int type);
+bool matvec_int8(int type);
+size_t matvec_scratch_bytes(int64_t K, int64_t M);
 void matvec(int type, const void* W, size_t w_stride, const float* X, size_t x_stride, float* Y, int64_t ldy,
-            int64_t K, int64_t N, int64_t M, cudaStream_t s);
+            int64_t K, int64_t N, int64_t M, void* scratch, cudaStream_t s);
 // Dequantizes rows of any weight type into f16 (for the tensor-core GEMM path) or f32.
 void dequant_rows_f16(int type, const void* W, size_t w_stride, void* out_f16, int64_t K, int64_t N, cudaStream_t s);
 void get_rows_f32(int type, const void* table, size_t stride, const int32_t* ids, float* out, size_t out_stride,

@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const uint8_t* __re
     const uint8_t* w = W + size_t(row) * w_stride;
     uint8_t* sm = stage[warp];
     float acc[kMaxCols] = {0};
-    float y[32];
+    float y[4];
     for (int e0 = 0; e0 < K; e0 += kSegElems) {
         const int n_el = min(kSegElems, K - e0);
         const size_t b0 = size_t(e0 / B) * S, b1 = size_t((e0 + n_el) / B) * S;
@@ -42,19 +42,109 @@ __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const uint8_t* __re
         __syncwarp();
         for (int i = lane; i < n16; i += 32) reinterpret_cast<uint4*>(sm)[i] = __ldg(src + i);
         __syncwarp();
-        for (int c = lane; c < n_el / 32; c += 32) {
-            decode_chunk<T>(sm + lead, c, y);
+        // Lane l takes elements 4l..4l+3 of each 128: the activation reads are coalesced float4s.
+        for (int e = 4 * lane; e < n_el; e += 128) {
+            decode4<T>(sm + lead, e, y);
             #pragma unroll
             for (int m = 0; m < kMaxCols; m++) {
                 if (m >= M) break;
-                const float4* x = reinterpret_cast<const float4*>(X + size_t(m) * x_stride + size_t(e0) + size_t(c) * 32);
-                float s = 0;
-                #pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    const float4 v = x[i];
-                    s += y[4 * i] * v.x + y[4 * i + 1] * v.y + y[4 * i + 2] * v.z + y[4 * i + 3] * v.w;
+                const float4 v = *reinterpret_cast<const float4*>(X + size_t(m) * x_stride + size_t(e0) + size_t(e));
+                acc[m] += y[0] * v.x + y[1] * v.y + y[2] * v.z + y[3] * v.w;
+            }
+        }
+    }
+    #pragma unroll
+    for (int m = 0; m < kMaxCols; m++) {
+        if (m >= M) break;
+        float s = acc[m];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+        if (lane == 0) Y[size_t(m) * ldy + row] = s;
+    }
+}
+
+// Activations as int8 for the integer path: per 32 elements a float scale d and q = round(x / d).
+__global__ void quantize_x_kernel(const float* __restrict__ X, size_t x_stride, int8_t* __restrict__ xq,
+                                  float* __restrict__ xd, int K) {
+    const int m = blockIdx.y;
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;  // one warp per 32-element block
+    if (e >= K) return;
+    const float x = X[size_t(m) * x_stride + e];
+    float amax = fabsf(x);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, o));
+    const float d = amax / 127.0f;
+    xq[size_t(m) * K + e] = int8_t(__float2int_rn(d != 0.0f ? x / d : 0.0f));
+    if (e % 32 == 0) xd[size_t(m) * (K / 32) + e / 32] = d;
+}
+
+__device__ __forceinline__ uint32_t load_u32_2aligned(const uint8_t* p) {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+    return uint32_t(h[0]) | uint32_t(h[1]) << 16;
+}
+
+// Spreads 4 bits into bit 4 of 4 bytes (the fifth bit of Q5 quants).
+__device__ __forceinline__ uint32_t spread4(uint32_t x) { return ((x * 0x00204081u) & 0x01010101u) << 4; }
+
+// The legacy 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with int8 activations: DP4A does
+// four multiply-adds per instruction. Lane l takes elements 8l..8l+7 of each 256; per block of 32
+// the sum is d_w * d_x * (sum q*xq) + (offset or min) * d_x * (sum xq).
+template <int T>
+__global__ void __launch_bounds__(kWarps * 32) matvec_q8_kernel(const uint8_t* __restrict__ W, size_t w_stride,
+                                                                const int8_t* __restrict__ xq,
+                                                                const float* __restrict__ xd, float* __restrict__ Y,
+                                                                int64_t ldy, int K, int N, int M) {
+    constexpr int S = Layout<T>::bytes;
+    constexpr bool has_min = T == T_Q4_1 || T == T_Q5_1, five = T == T_Q5_0 || T == T_Q5_1;
+    constexpr int qs_off = T == T_Q8_0 ? 2 : (has_min ? 4 : 2) + (five ? 4 : 0);
+    __shared__ __align__(16) uint8_t stage[kWarps][kSegBytes];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * kWarps + warp;
+    if (row >= N) return;
+    const uint8_t* w = W + size_t(row) * w_stride;
+    uint8_t* sm = stage[warp];
+    float acc[kMaxCols] = {0};
+    for (int e0 = 0; e0 < K; e0 += kSegElems) {
+        const int n_el = min(kSegElems, K - e0);
+        const size_t b0 = size_t(e0 / 32) * S, b1 = size_t((e0 + n_el) / 32) * S;
+        const uintptr_t start = reinterpret_cast<uintptr_t>(w + b0), aligned = start & ~uintptr_t(15);
+        const int lead = int(start - aligned);
+        const int n16 = int((lead + (b1 - b0) + 15) / 16);
+        const uint4* src = reinterpret_cast<const uint4*>(aligned);
+        __syncwarp();
+        for (int i = lane; i < n16; i += 32) reinterpret_cast<uint4*>(sm)[i] = __ldg(src + i);
+        __syncwarp();
+        for (int e = 8 * lane; e < n_el; e += 256) {
+            const uint8_t* b = sm + lead + (e / 32) * S;
+            const int idx = e % 32;
+            const float d = h2f(b);
+            float c;  // what multiplies sum(xq): the min, the -8/-16 offset, or nothing
+            if constexpr (has_min) c = h2f(b + 2);
+            else if constexpr (T == T_Q8_0) c = 0.0f;
+            else c = (five ? -16.0f : -8.0f) * d;
+            int v0, v1;
+            if constexpr (T == T_Q8_0) {
+                v0 = int(load_u32_2aligned(b + qs_off + idx));
+                v1 = int(load_u32_2aligned(b + qs_off + idx + 4));
+            } else {
+                const int shift = idx < 16 ? 0 : 4, base = idx % 16;
+                uint32_t w0 = (load_u32_2aligned(b + qs_off + base) >> shift) & 0x0F0F0F0Fu;
+                uint32_t w1 = (load_u32_2aligned(b + qs_off + base + 4) >> shift) & 0x0F0F0F0Fu;
+                if constexpr (five) {
+                    const uint32_t hb = (load_u32_2aligned(b + (has_min ? 4 : 2)) >> idx) & 0xFFu;
+                    w0 |= spread4(hb & 0xF);
+                    w1 |= spread4(hb >> 4);
                 }
-                acc[m] += s;
+                v0 = int(w0);
+                v1 = int(w1);
+            }
+            const int blk = (e0 + e) / 32;
+            #pragma unroll
+            for (int m = 0; m < kMaxCols; m++) {
+                if (m >= M) break;
+                const int2 x = *reinterpret_cast<const int2*>(xq + size_t(m) * K + e0 + e);
+                const int qx = __dp4a(v0, x.x, __dp4a(v1, x.y, 0));
+                float t = d * float(qx);
+                if constexpr (T != T_Q8_0) t += c * float(__dp4a(0x01010101, x.x, __dp4a(0x01010101, x.y, 0)));
+                acc[m] += xd[size_t(m) * (K / 32) + blk] * t;
             }
         }
     }
@@ -124,8 +214,29 @@ bool matvec_supported(int type) {
     }
 }
 
+bool matvec_int8(int type) {
+    return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q8_0;
+}
+
+size_t matvec_scratch_bytes(int64_t K, int64_t M) { return size_t(K) * size_t(M) + size_t(K / 32) * size_t(M) * 4 + 16; }
+
 void matvec(int type, const void* W, size_t w_stride, const float* X, size_t x_stride, float* Y, int64_t ldy,
-            int64_t K, int64_t N, int64_t M, cudaStream_t s) {
+            int64_t K, int64_t N, int64_t M, void* scratch, cudaStream_t s) {
+    if (matvec_int8(type)) {
+        int8_t* xq = static_cast<int8_t*>(scratch);
+        float* xd = reinterpret_cast<float*>(xq + ((size_t(K) * size_t(M) + 15) & ~size_t(15)));
+        quantize_x_kernel<<<dim3{unsigned((K + 255) / 256), unsigned(M)}, 256, 0, s>>>(X, x_stride, xq, xd, int(K));
+        for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
+            const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
+            dispatch(type, [&] <int T>() {
+                if constexpr (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1 || T == T_Q8_0)
+                    matvec_q8_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
+                        static_cast<const uint8_t*>(W), w_stride, xq + m0 * K, xd + m0 * (K / 32), Y + m0 * ldy, ldy,
+                        int(K), int(N), cols);
+            });
+        }
+        return;
+    }
     for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
         const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
         dispatch(type, [&] <int T>() {

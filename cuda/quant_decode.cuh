@@ -138,4 +138,85 @@ __device__ __forceinline__ void decode_chunk(const uint8_t* row, int c, float* y
     }
 }
 
+// Decodes elements [e, e + 4) of a row (e a multiple of 4) into y: the matrix-vector kernel gives
+// each lane four consecutive elements so that the warp's reads of the activations are coalesced.
+template <int T>
+__device__ __forceinline__ void decode4(const uint8_t* row, int e, float* y) {
+    constexpr int B = Layout<T>::block, S = Layout<T>::bytes;
+    const uint8_t* b = row + size_t(e / B) * S;
+    const int idx = e % B;  // index of y[0] inside its block
+    if constexpr (T == T_F32) {
+        const float4 v = *reinterpret_cast<const float4*>(row + size_t(e) * 4);
+        y[0] = v.x; y[1] = v.y; y[2] = v.z; y[3] = v.w;
+    } else if constexpr (T == T_F16) {
+        const __half2* p = reinterpret_cast<const __half2*>(row + size_t(e) * 2);
+        const float2 a = __half22float2(p[0]), c = __half22float2(p[1]);
+        y[0] = a.x; y[1] = a.y; y[2] = c.x; y[3] = c.y;
+    } else if constexpr (T == T_BF16) {
+        const uint16_t* p = reinterpret_cast<const uint16_t*>(row + size_t(e) * 2);
+        for (int i = 0; i < 4; i++) y[i] = bf2f(p[i]);
+    } else if constexpr (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1) {
+        constexpr bool has_min = T == T_Q4_1 || T == T_Q5_1, five = T == T_Q5_0 || T == T_Q5_1;
+        const float d = h2f(b);
+        const float m = has_min ? h2f(b + 2) : (five ? -16.0f : -8.0f) * d;
+        const uint8_t* qs = b + (has_min ? 4 : 2) + (five ? 4 : 0);
+        const int shift = idx < 16 ? 0 : 4, base = idx % 16;
+        uint32_t qh = 0;
+        if constexpr (five) {
+            const uint8_t* hp = b + (has_min ? 4 : 2);
+            qh = uint32_t(hp[0]) | uint32_t(hp[1]) << 8 | uint32_t(hp[2]) << 16 | uint32_t(hp[3]) << 24;
+        }
+        #pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int q = (qs[base + i] >> shift) & 0xF;
+            if constexpr (five) q |= ((qh >> (idx + i)) & 1) << 4;
+            y[i] = d * float(q) + m;
+        }
+    } else if constexpr (T == T_Q8_0) {
+        const float d = h2f(b);
+        const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2) + idx;
+        #pragma unroll
+        for (int i = 0; i < 4; i++) y[i] = d * float(qs[i]);
+    } else {
+        // K-quants: the four elements share one 16-element scale group.
+        const int sub = idx / 32, i0 = idx % 32;
+        if constexpr (T == T_Q2_K) {
+            const uint8_t sc = b[8 * (sub / 4) + 2 * (sub % 4) + i0 / 16];
+            const float dl = h2f(b + 80) * float(sc & 0xF), ml = h2f(b + 82) * float(sc >> 4);
+            const uint8_t* qs = b + 16 + 32 * (sub / 4) + i0;
+            #pragma unroll
+            for (int i = 0; i < 4; i++) y[i] = dl * float((qs[i] >> (2 * (sub % 4))) & 3) - ml;
+        } else if constexpr (T == T_Q3_K) {
+            const float dl = h2f(b + 108) * float(k3_scale(b + 96, 8 * (sub / 4) + 2 * (sub % 4) + i0 / 16));
+            const uint8_t* qs = b + 32 + 32 * (sub / 4) + i0;
+            const uint8_t* hm = b + i0;
+            #pragma unroll
+            for (int i = 0; i < 4; i++)
+                y[i] = dl * float(int((qs[i] >> (2 * (sub % 4))) & 3) - ((hm[i] >> sub) & 1 ? 0 : 4));
+        } else if constexpr (T == T_Q4_K || T == T_Q5_K) {
+            float sc, mn;
+            k4_scale_min(sub, b + 4, sc, mn);
+            const float dl = h2f(b) * sc, ml = h2f(b + 2) * mn;
+            const uint8_t* qs = b + (T == T_Q5_K ? 48 : 16) + 32 * (sub / 2) + i0;
+            const int shift = 4 * (sub % 2);
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int q = (qs[i] >> shift) & 0xF;
+                if constexpr (T == T_Q5_K) q |= ((b[16 + i0 + i] >> sub) & 1) << 4;
+                y[i] = dl * float(q) - ml;
+            }
+        } else if constexpr (T == T_Q6_K) {
+            const int g = sub / 4, k = sub % 4;
+            const uint8_t* ql = b + 64 * g + (k & 1) * 32 + i0;
+            const uint8_t* qh = b + 128 + 32 * g + i0;
+            const float dl = h2f(b + 208) * float(reinterpret_cast<const int8_t*>(b + 192)[8 * g + i0 / 16 + 2 * k]);
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int q = (((ql[i] >> ((k >> 1) * 4)) & 0xF) | (((qh[i] >> (2 * k)) & 3) << 4)) - 32;
+                y[i] = dl * float(q);
+            }
+        }
+    }
+}
+
 }  // namespace lumen::cuda

@@ -59,6 +59,7 @@ public:
                      const std::atomic<bool>* stop);
 
     int cached_tokens() const { return int(cached_.size()); }
+    const std::vector<int32_t>& cached() const { return cached_; }  // what the KV cache holds
     int n_ctx() const { return session_.n_ctx(); }
     const ReplyStats& last_stats() const { return last_; }
     const ChatTemplate& chat_template() const { return tmpl_; }

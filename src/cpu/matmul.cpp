@@ -1,5 +1,5 @@
-// matmul_rows: argument checks, then the SIMD kernels (matmul_tile_avx2.cpp for several tokens,
-// matmul_gemv_avx2.cpp for a few) or a loop of dot products.
+// matmul_rows: argument checks, then the SIMD kernels (matmul_tile_avx512.cpp / matmul_tile_avx2.cpp
+// for several tokens, matmul_gemv_avx2.cpp for a few) or a loop of dot products.
 #include "cpu/matmul.h"
 
 #include "cpu/matmul_impl.h"
@@ -44,8 +44,19 @@ void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void*
     if (n_rows_begin >= n_rows_end || M <= 0) return;
     const MatmulArgs a{wt, static_cast<const uint8_t*>(W), w_row_stride_bytes, static_cast<const uint8_t*>(Xq),
                        x_row_stride_bytes, Y, ldy, K, n_rows_begin, n_rows_end, M};
-    if (M >= kMinTiledTokens ? avx2::matmul_tiled(a) : avx2::matmul_few_tokens(a)) return;
+    if (M >= kMinTiledTokens ? avx512::matmul_tiled(a) || avx2::matmul_tiled(a) : avx2::matmul_few_tokens(a)) return;
     dot_loop(dot, a);
+}
+
+const char* matmul_isa() {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX2__) && \
+    defined(__FMA__) && defined(__F16C__)
+    return "avx512-vnni tiles + avx2";
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    return "avx2";
+#else
+    return "scalar";
+#endif
 }
 
 void matmul_rows_reference(DType wt, const void* W, size_t w_row_stride_bytes, const void* Xq,

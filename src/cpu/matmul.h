@@ -23,6 +23,10 @@ void quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
 void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void* Xq, size_t x_row_stride_bytes,
                  float* Y, int64_t ldy, int64_t K, int64_t n_rows_begin, int64_t n_rows_end, int64_t M);
 
+// The kernels compiled into this build, for logs and benchmarks: "avx512-vnni tiles + avx2",
+// "avx2" or "scalar".
+const char* matmul_isa();
+
 // The same product with one vec_dot_scalar per output: the reference the tests compare with.
 void matmul_rows_reference(DType wt, const void* W, size_t w_row_stride_bytes, const void* Xq,
                            size_t x_row_stride_bytes, float* Y, int64_t ldy, int64_t K, int64_t n_rows_begin,

@@ -27,4 +27,9 @@ bool matmul_few_tokens(const MatmulArgs& a);
 bool quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
 }  // namespace avx2
 
+namespace avx512 {
+// The tiled kernels with AVX-512 VNNI for the integer formats; false if not compiled in or float.
+bool matmul_tiled(const MatmulArgs& a);
+}  // namespace avx512
+
 }  // namespace lumen::cpu

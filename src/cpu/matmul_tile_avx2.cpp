@@ -22,6 +22,7 @@
 
 #include "cpu/act_scales_avx2.h"
 #include "cpu/simd_avx2.h"
+#include "cpu/tile_pack_avx2.h"
 #include "tensor/half.h"
 #include "tensor/quant.h"
 
@@ -37,229 +38,12 @@ constexpr int kTokens = 4;  // tokens multiplied with a tile at once
 constexpr int64_t kQuantChunk = 2048;
 constexpr int64_t kFloatChunk = 256;
 
-enum class Family { Unsigned, Signed, Float };
-
-// How a weight type sits in a tile.
-struct Layout {
-    Family family;
-    int sub;  // values per (scale, offset) pair: 16 or 32
-    int run;  // 4-value groups whose int16 maddubs sums can be added before they overflow
-};
-
-bool layout_of(DType t, Layout& l) {
-    switch (t) {
-        // run: each int16 lane adds 2 products per group, |product| <= qmax * 127 <= 32767 / (2 * run).
-        case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: l = {Family::Unsigned, 32, 8}; return true;
-        case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: l = {Family::Unsigned, 32, 4}; return true;
-        case DType::Q2_K: case DType::Q3_K: l = {Family::Unsigned, 16, 4}; return true;
-        case DType::Q6_K: l = {Family::Unsigned, 16, 2}; return true;
-        case DType::Q8_0: l = {Family::Signed, 32, 1}; return true;
-        case DType::F32: case DType::F16: case DType::BF16: l = {Family::Float, 1, 1}; return true;
-        default: return false;
-    }
-}
-
-// ---- decoding one weight block into levels q (bytes) and per-sub-block d, m ----
-
-inline void store32(uint8_t* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
-
-void decode_q4_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ4_0& b = *reinterpret_cast<const BlockQ4_0*>(blk);
-    store32(q, unpack_nibbles16(b.qs));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = -8 * d[0];
-}
-
-void decode_q4_1(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ4_1& b = *reinterpret_cast<const BlockQ4_1*>(blk);
-    store32(q, unpack_nibbles16(b.qs));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = fp16_to_f32(b.m);
-}
-
-inline __m256i q5_levels(const uint8_t qs[16], const uint8_t qh[4]) {
-    uint32_t bits;
-    std::memcpy(&bits, qh, 4);
-    return _mm256_or_si256(unpack_nibbles16(qs), _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10)));
-}
-
-void decode_q5_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ5_0& b = *reinterpret_cast<const BlockQ5_0*>(blk);
-    store32(q, q5_levels(b.qs, b.qh));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = -16 * d[0];
-}
-
-void decode_q5_1(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ5_1& b = *reinterpret_cast<const BlockQ5_1*>(blk);
-    store32(q, q5_levels(b.qs, b.qh));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = fp16_to_f32(b.m);
-}
-
-void decode_q8_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ8_0& b = *reinterpret_cast<const BlockQ8_0*>(blk);
-    std::memcpy(q, b.qs, 32);  // signed levels
-    d[0] = fp16_to_f32(b.d);
-    m[0] = 0;
-}
-
-void decode_q2_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ2_K& b = *reinterpret_cast<const BlockQ2_K*>(blk);
-    for (int h = 0; h < 2; h++) {
-        const __m256i qs = loadu(b.qs + 32 * h);
-        for (int k = 0; k < 4; k++)
-            store32(q + 128 * h + 32 * k, _mm256_and_si256(_mm256_srli_epi16(qs, 2 * k), _mm256_set1_epi8(3)));
-    }
-    const float sd = fp16_to_f32(b.d), smin = fp16_to_f32(b.dmin);
-    for (int j = 0; j < 16; j++) {
-        d[j] = sd * float(b.scales[j] & 0x0F);
-        m[j] = -smin * float(b.scales[j] >> 4);
-    }
-}
-
-void decode_q3_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ3_K& b = *reinterpret_cast<const BlockQ3_K*>(blk);
-    const __m256i hm = loadu(b.hmask);
-    for (int h = 0; h < 2; h++) {
-        const __m256i qs = loadu(b.qs + 32 * h);
-        for (int k = 0; k < 4; k++) {
-            const __m256i low = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * k), _mm256_set1_epi8(3));
-            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), _mm256_set1_epi8(1));
-            store32(q + 128 * h + 32 * k, _mm256_or_si256(low, _mm256_slli_epi16(high, 2)));
-        }
-    }
-    int8_t sc[16];
-    q3k_scales(b.scales, sc);
-    const float sd = fp16_to_f32(b.d);
-    for (int j = 0; j < 16; j++) {
-        d[j] = sd * float(sc[j]);
-        m[j] = -4 * d[j];
-    }
-}
-
-template <class Block, bool kBits5>
-void decode_q45_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const Block& b = *reinterpret_cast<const Block*>(blk);
-    const __m256i nib = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    __m256i qh = _mm256_setzero_si256();
-    if constexpr (kBits5) qh = loadu(b.qh);
-    for (int c = 0; c < 4; c++) {
-        const __m256i raw = loadu(b.qs + 32 * c);
-        __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
-        if constexpr (kBits5) {
-            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
-            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
-        }
-        store32(q + 64 * c, lo);
-        store32(q + 64 * c + 32, hi);
-    }
-    const float sd = fp16_to_f32(b.d), smin = fp16_to_f32(b.dmin);
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, mn;
-        k4_scale_min(b.scales, j, sc, mn);
-        d[j] = sd * float(sc);
-        m[j] = -smin * float(mn);
-    }
-}
-
-void decode_q6_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ6_K& b = *reinterpret_cast<const BlockQ6_K*>(blk);
-    const __m256i nib = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
-    for (int h = 0; h < 2; h++) {
-        const __m256i ql0 = loadu(b.ql + 64 * h), ql1 = loadu(b.ql + 64 * h + 32), qh = loadu(b.qh + 32 * h);
-        const __m256i low[4] = {_mm256_and_si256(ql0, nib), _mm256_and_si256(ql1, nib),
-                                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), nib),
-                                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), nib)};
-        for (int k = 0; k < 4; k++) {
-            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2);
-            store32(q + 128 * h + 32 * k, _mm256_or_si256(low[k], _mm256_slli_epi16(high, 4)));
-        }
-    }
-    const float sd = fp16_to_f32(b.d);
-    for (int j = 0; j < 16; j++) {
-        d[j] = sd * float(b.scales[j]);
-        m[j] = -32 * d[j];
-    }
-}
-
-using DecodeFn = void (*)(const uint8_t* blk, uint8_t* q, float* d, float* m);
-
-DecodeFn decoder_of(DType t) {
-    switch (t) {
-        case DType::Q4_0: return decode_q4_0;
-        case DType::Q4_1: return decode_q4_1;
-        case DType::Q5_0: return decode_q5_0;
-        case DType::Q5_1: return decode_q5_1;
-        case DType::Q8_0: return decode_q8_0;
-        case DType::Q2_K: return decode_q2_k;
-        case DType::Q3_K: return decode_q3_k;
-        case DType::Q4_K: return decode_q45_k<BlockQ4_K, false>;
-        case DType::Q5_K: return decode_q45_k<BlockQ5_K, true>;
-        case DType::Q6_K: return decode_q6_k;
-        default: return nullptr;
-    }
-}
-
-// ---- packing a tile ----
-
-// Rows r[0..7] of 8 dwords each -> r[g] = dword g of rows 0..7.
-inline void transpose8x8(__m256i r[8]) {
-    __m256i t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);      // columns 0 | 4
-        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);  // 1 | 5
-        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);  // 2 | 6
-        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);  // 3 | 7
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
-    }
-}
-
 // A tile of quantized rows (32-byte aligned): q holds K/32 chunks of 8 group registers (256 bytes
 // each); dm holds, per sub-block, the 8 rows' d followed by their 8 offsets m.
 struct QuantTile {
     uint8_t* q;
     float* dm;
 };
-
-// Packs weight blocks [blk0, blk1) of rows [n0, n0 + rows) (missing rows multiply as zeros).
-void pack_quant(const MatmulArgs& a, DecodeFn decode, const Layout& l, int64_t n0, int rows, int64_t blk0,
-                int64_t blk1, QuantTile tile) {
-    const DTypeInfo& info = dtype_info(a.wt);
-    const int bs = int(info.block_size), nsub = bs / l.sub, nchunk = bs / 32;
-    alignas(32) uint8_t q[kRows][256];
-    float d[kRows][16], m[kRows][16];
-    for (int r = rows; r < kRows; r++) {
-        std::memset(q[r], 0, sizeof q[r]);
-        std::fill(d[r], d[r] + 16, 0.0f);
-        std::fill(m[r], m[r] + 16, 0.0f);
-    }
-    for (int64_t blk = blk0; blk < blk1; blk++) {
-        for (int r = 0; r < rows; r++)
-            decode(a.W + size_t(n0 + r) * a.w_stride + size_t(blk) * info.block_bytes, q[r], d[r], m[r]);
-        for (int c = 0; c < nchunk; c++) {
-            __m256i v[kRows];
-            for (int r = 0; r < kRows; r++) v[r] = loadu(q[r] + 32 * c);
-            transpose8x8(v);
-            uint8_t* dst = tile.q + size_t((blk - blk0) * nchunk + c) * 256;
-            for (int g = 0; g < 8; g++) store32(dst + 32 * g, v[g]);
-        }
-        for (int s = 0; s < nsub; s++) {
-            float* dm = tile.dm + size_t((blk - blk0) * nsub + s) * 16;
-            for (int r = 0; r < kRows; r++) {
-                dm[r] = d[r][s];
-                dm[8 + r] = m[r][s];
-            }
-        }
-    }
-}
 
 // Float weights, 16 rows as two panels of 8: value k of row 8p + r at tile[16(k - kb) + 8p + r]. This
 // packs values [kb, ke) of the panel of rows [n0, n0 + rows) (rows <= 0: zeros) at column offset 8p.
@@ -410,14 +194,6 @@ void with_token_count(int64_t left, const Body& body) {
     else body(std::integral_constant<int, 1>());
 }
 
-template <class T>
-T* aligned_data(std::vector<T>& v, size_t n) {
-    // Over-allocate so the data can start on a 32-byte boundary without an aligned allocator.
-    v.resize(n + 32 / sizeof(T));
-    uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
-    return reinterpret_cast<T*>((p + 31) & ~uintptr_t(31));
-}
-
 // Per-thread scratch, grown to the largest matrix seen and then reused.
 struct Scratch {
     std::vector<uint8_t> q;
@@ -474,7 +250,7 @@ bool matmul_tiled(const MatmulArgs& a) {
         for (int64_t b0 = 0; b0 < nblk; b0 += chunk_blocks) {
             const int64_t b1 = std::min(nblk, b0 + chunk_blocks);
             const int64_t s0 = b0 * sub_per_block, ns = (b1 - b0) * sub_per_block;
-            pack_quant(a, decode, l, n0, rows, b0, b1, tile);
+            pack_rows8(a, decode, l, n0, rows, b0, b1, {tile.q, 32, tile.dm, 16, 0, false});
             const size_t* off = sc.off.data() + s0;
             for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
                 TokenRows x{};

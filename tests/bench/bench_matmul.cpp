@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
         types.push_back(t);
     }
     if (types.empty()) types = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::F16};
-    std::printf("kernels: %s, 1 thread, GFLOP/s\n", cpu::vec_dot_isa());
+    std::printf("kernels: %s, 1 thread, GFLOP/s\n", cpu::matmul_isa());
     std::printf("%-6s %16s %16s %16s %16s\n", "type", "576x1536 M=1", "576x1536 M=512", "1536x576 M=1", "1536x576 M=512");
     for (DType t : types) {
         const int64_t K1 = dtype_info(t).block_size == 256 ? 512 : 576;  // K-quants need K % 256 == 0

@@ -54,7 +54,7 @@ Expected expected_dot(DType w, int64_t n, const void* wrow, const void* arow) {
 TEST_SUITE("vec_dot") {
 
 TEST_CASE("every weight type, SIMD and scalar, matches the dequantized float dot") {
-    MESSAGE("vec_dot kernels compiled for: " << std::string(vec_dot_isa()));
+    MESSAGE("kernels compiled for: " << std::string(vec_dot_isa()) << ", matmul " << std::string(matmul_isa()));
     uint64_t seed = 1;
     for (DType w : weight_types()) {
         for (int64_t n : test_lengths(w)) {
