@@ -12,10 +12,14 @@ namespace {
 constexpr int kMaxCols = 8;
 constexpr int kWarps = 4;
 
-// Elements of a row segment staged in shared memory per warp: 2048 elements are at most 8 KiB
-// (F32), so four warps fit the default 48 KiB with room to spare.
-constexpr int kSegElems = 2048;
-constexpr int kSegBytes = kSegElems * 4 + 16;
+// Each warp stages up to 8 KiB of its row in shared memory: whole rows of 4096 or 14336 4-bit
+// weights, so a warp has its whole row in flight at once. Four warps use 32 KiB.
+constexpr int kSegBytes = 8192 + 16;
+// Elements per staged segment for type T: as many as fit, a multiple of 256 (whole super-blocks).
+template <int T>
+__host__ __device__ constexpr int seg_elems() {
+    return (kSegBytes - 16) / Layout<T>::bytes * Layout<T>::block / 256 * 256;
+}
 
 // The warp first copies its row segment to shared memory with 16-byte loads (all issued before any
 // is used, so many bytes are in flight), then decodes 32-element chunks from there.
@@ -32,6 +36,7 @@ __global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const uint8_t* __re
     uint8_t* sm = stage[warp];
     float acc[kMaxCols] = {0};
     float y[4];
+    constexpr int kSegElems = seg_elems<T>();
     for (int e0 = 0; e0 < K; e0 += kSegElems) {
         const int n_el = min(kSegElems, K - e0);
         const size_t b0 = size_t(e0 / B) * S, b1 = size_t((e0 + n_el) / B) * S;
@@ -102,6 +107,7 @@ __global__ void __launch_bounds__(kWarps * 32) matvec_q8_kernel(const uint8_t* _
     const uint8_t* w = W + size_t(row) * w_stride;
     uint8_t* sm = stage[warp];
     float acc[kMaxCols] = {0};
+    constexpr int kSegElems = seg_elems<T>();
     for (int e0 = 0; e0 < K; e0 += kSegElems) {
         const int n_el = min(kSegElems, K - e0);
         const size_t b0 = size_t(e0 / 32) * S, b1 = size_t((e0 + n_el) / 32) * S;

@@ -33,7 +33,7 @@ std::vector<int32_t> ChatEngine::prompt_tokens(size_t skip_turns) const {
 
 const std::vector<float>& ChatEngine::sync_cache(const std::vector<int32_t>& tokens) {
     if (tokens.empty()) fail("nothing to evaluate");
-    size_t keep = opt_.kv_reuse ? std::min(common_prefix(cached_, tokens) + 3, std::min(cached_.size(), tokens.size())) : 0;
+    size_t keep = opt_.kv_reuse ? common_prefix(cached_, tokens) : 0;
     if (keep == tokens.size()) keep--;  // evaluate at least the last token to get its logits
     session_.truncate(int(keep));
     cached_.resize(keep);
