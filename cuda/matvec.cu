@@ -12,9 +12,11 @@ namespace {
 constexpr int kMaxCols = 8;
 constexpr int kWarps = 4;
 
-// Each warp stages up to 8 KiB of its row in shared memory: whole rows of 4096 or 14336 4-bit
-// weights, so a warp has its whole row in flight at once. Four warps use 32 KiB.
-constexpr int kSegBytes = 8192 + 16;
+// Each warp stages up to 6 KiB of its row in shared memory (a whole row of 4096 4-bit weights),
+// so a warp has its row in flight at once; 8 blocks of four warps fit an SM (24.6 KiB each, at
+// most 64 registers per thread).
+constexpr int kSegBytes = 6144 + 16;
+constexpr int kBlocksPerSM = 8;
 // Elements per staged segment for type T: as many as fit, a multiple of 256 (whole super-blocks).
 template <int T>
 __host__ __device__ constexpr int seg_elems() {
@@ -24,7 +26,7 @@ __host__ __device__ constexpr int seg_elems() {
 // The warp first copies its row segment to shared memory with 16-byte loads (all issued before any
 // is used, so many bytes are in flight), then decodes 32-element chunks from there.
 template <int T>
-__global__ void __launch_bounds__(kWarps * 32) matvec_kernel(const uint8_t* __restrict__ W, size_t w_stride,
+__global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_kernel(const uint8_t* __restrict__ W, size_t w_stride,
                                                              const float* __restrict__ X, size_t x_stride,
                                                              float* __restrict__ Y, int64_t ldy, int K, int N, int M) {
     constexpr int B = Layout<T>::block, S = Layout<T>::bytes;
@@ -93,7 +95,7 @@ __device__ __forceinline__ uint32_t spread4(uint32_t x) { return ((x * 0x0020408
 // four multiply-adds per instruction. Lane l takes elements 8l..8l+7 of each 256; per block of 32
 // the sum is d_w * d_x * (sum q*xq) + (offset or min) * d_x * (sum xq).
 template <int T>
-__global__ void __launch_bounds__(kWarps * 32) matvec_q8_kernel(const uint8_t* __restrict__ W, size_t w_stride,
+__global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_q8_kernel(const uint8_t* __restrict__ W, size_t w_stride,
                                                                 const int8_t* __restrict__ xq,
                                                                 const float* __restrict__ xd, float* __restrict__ Y,
                                                                 int64_t ldy, int K, int N, int M) {

@@ -14,8 +14,10 @@ void quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
 
 // Y[m * ldy + n] = dot(row n of W, row m of Xq) for n in [n_rows_begin, n_rows_end) and m in
 // [0, M). W rows hold K elements of wt, w_row_stride_bytes apart; Xq rows hold K elements of
-// vec_dot_type(wt), x_row_stride_bytes apart. Threads call this on disjoint row ranges; ranges that
-// are multiples of 8 rows keep the SIMD tiles whole. Unsupported types throw lumen::Error.
+// vec_dot_type(wt), x_row_stride_bytes apart; rows are aligned as their blocks are (2 bytes for
+// quantized weights, 4 for F32 and Q8_K), which GGUF's 32-byte tensor alignment gives. Threads call
+// this on disjoint row ranges; ranges that are multiples of 16 rows keep the SIMD tiles whole.
+// Unsupported types throw lumen::Error.
 //
 // M < 4 streams W once per token, 4 rows at a time (reading W is the cost). For larger M, tiles of
 // 8 weight rows are decoded once into an interleaved scratch copy and multiplied with 4 tokens at

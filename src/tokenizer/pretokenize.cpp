@@ -1,6 +1,6 @@
 // Hand-written pre-tokenizer regexes. Each model family's pre-tokenizer is a list of passes; a pass
 // splits every piece left by the previous pass. Two kinds of pass exist, mirroring llama.cpp:
-//   - "custom" passes (gpt2, llama3, qwen2) walk the piece and cut it into tokens directly; a character
+//   - "custom" passes (gpt2, llama3, qwen2, qwen35) walk the piece and cut it into tokens directly; a character
 //     that no alternative matches becomes a piece of its own;
 //   - "search" passes behave like std::regex_iterator over the piece: each leftmost match becomes a
 //     piece, and the text between matches stays a piece too.
@@ -443,6 +443,7 @@ PreConfig pre_config_from_name(const std::string& name) {
 
 void pretokenize(PreTokenizer pre, std::string_view text, std::vector<uint32_t>& word_bytes) {
     if (text.empty()) return;
+    if (text.size() > UINT32_MAX) fail("tokenizer: text of ", text.size(), " bytes is too long (at most 4 GiB)");
     Text t;
     t.cp.reserve(text.size());
     for (size_t pos = 0; pos < text.size();) t.cp.push_back(unicode::decode_lenient(text, pos));

@@ -139,8 +139,9 @@ TEST_CASE("matmul_rows matches a loop of scalar dot products") {
                           bs == 256 ? int64_t(256) : bs == 32 ? int64_t(576) : int64_t(64),
                           bs == 256 ? int64_t(2304) : bs == 32 ? int64_t(2080) : int64_t(300)}) {
             const DType vt = vec_dot_type(w);
-            // Rows with padding between them, as views into bigger tensors have.
-            const size_t wstride = row_bytes(w, K) + 6, xstride = row_bytes(vt, K) + 10;
+            // Rows with padding between them, as views into bigger tensors have (keeping the blocks'
+            // natural alignment).
+            const size_t wstride = row_bytes(w, K) + 8, xstride = row_bytes(vt, K) + 12;
             std::vector<uint8_t> W(wstride * N), X(xstride * 64);
             for (int64_t n = 0; n < N; n++) {
                 const auto row = n % 2 ? random_row(w, K, seed++) : quantized_row(w, gaussian(size_t(K), seed++, 0.1f));
