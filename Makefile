@@ -1,7 +1,7 @@
 # lumen: the commands a newcomer needs. CMake does the building underneath.
 #   make          build build/lumen (Release; CUDA compiled in when nvcc is found)
 #   make test     build and run every test (unit, end-to-end, fuzz smoke)
-#   make run      install deps, fetch the default model, build, and run it
+#   make run      install deps, fetch the default model, build, and chat with it
 #   make asan     unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-gpu GPU-against-CPU parity tests (on a machine with a GPU)
 
@@ -52,7 +52,7 @@ test-gpu: build
 	$(BUILD)/lumen_tests --test-suite='gpu*'
 
 run: build models
-	$(BUILD)/lumen info -m "$$(tools/fetch-model $(MODEL))"
+	$(BUILD)/lumen chat -m "$$(tools/fetch-model $(MODEL))"
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

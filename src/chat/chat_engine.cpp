@@ -38,10 +38,15 @@ const std::vector<float>& ChatEngine::sync_cache(const std::vector<int32_t>& tok
     session_.truncate(int(keep));
     cached_.resize(keep);
     const std::vector<int32_t> rest(tokens.begin() + long(keep), tokens.end());
-    const std::vector<float>& logits = session_.eval(rest);
-    cached_ = tokens;
-    last_.evaluated += int(rest.size());
-    return logits;
+    try {
+        const std::vector<float>& logits = session_.eval(rest);
+        cached_ = tokens;
+        last_.evaluated += int(rest.size());
+        return logits;
+    } catch (...) {
+        session_.truncate(std::min(session_.n_past(), int(keep)));  // keep the cache and cached_ in step
+        throw;
+    }
 }
 
 size_t ChatEngine::forget_for(size_t tail, int room) {
@@ -52,41 +57,34 @@ size_t ChatEngine::forget_for(size_t tail, int room) {
     return n;
 }
 
-ReplyStats ChatEngine::reply(const std::string& user_text, const TextSink& on_text, const NoticeSink& on_notice,
-                             const std::atomic<bool>* stop) {
-    last_ = ReplyStats{};
+std::vector<int32_t> ChatEngine::prompt_that_fits(const NoticeSink& on_notice) {
     const int n_ctx = session_.n_ctx();
-    const Conversation before = conv_;
-    conv_.turns.push_back({"user", user_text});
-
-    // Make room for the prompt and (some of) the reply before reading anything.
     std::vector<int32_t> prompt = prompt_tokens(0);
-    if (opt_.context_shift) {
-        const int reserve = opt_.n_predict > 0 ? std::min(opt_.n_predict, n_ctx / 2) : n_ctx / 4;
-        size_t n = forget_for(0, reserve);
-        if (n == kCannotFit) n = forget_for(0, 1);
-        if (n == kCannotFit) {
-            const size_t len = prompt_tokens(conv_.turns.size() - 1).size();
-            conv_ = before;
-            fail("the message does not fit: with the system prompt it takes ", len, " tokens, the context holds ",
-                 n_ctx, " (raise -c)");
-        }
-        if (n > 0) {
-            last_.forgotten += int(n);
-            on_notice("context full: forgot the oldest " + std::to_string(n) + " messages");
-            prompt = prompt_tokens(0);
-        }
-    } else {
+    if (!opt_.context_shift) {
         const size_t need = prompt.size() + size_t(std::max(opt_.n_predict - 1, 0));
-        if (prompt.size() >= size_t(n_ctx) || need > size_t(n_ctx)) {
-            conv_ = before;
+        if (prompt.size() >= size_t(n_ctx) || need > size_t(n_ctx))
             fail("context full: the conversation takes ", prompt.size(), " tokens",
                  opt_.n_predict > 0 ? " plus -n " + std::to_string(opt_.n_predict) + " for the reply" : std::string(),
                  ", the context holds ", n_ctx, " (raise -c, /reset, or drop --no-context-shift)");
-        }
+        return prompt;
     }
-    last_.prompt_tokens = int(prompt.size());
+    // Room for the whole reply when -n bounds it (up to half the context), else for a quarter of the
+    // context; failing that, for at least one token.
+    const int reserve = opt_.n_predict > 0 ? std::min(opt_.n_predict, n_ctx / 2) : n_ctx / 4;
+    size_t n = forget_for(0, reserve);
+    if (n == kCannotFit) n = forget_for(0, 1);
+    if (n == kCannotFit)
+        fail("the message does not fit: with the system prompt it takes ",
+             prompt_tokens(conv_.turns.size() - 1).size(), " tokens, the context holds ", n_ctx, " (raise -c)");
+    if (n == 0) return prompt;
+    last_.forgotten += int(n);
+    on_notice("context full: forgot the oldest " + std::to_string(n) + " messages");
+    return prompt_tokens(0);
+}
 
+void ChatEngine::generate(const std::vector<int32_t>& prompt, const TextSink& on_text, const NoticeSink& on_notice,
+                          const std::atomic<bool>* stop) {
+    const int n_ctx = session_.n_ctx();
     SamplingParams sp = sampling_;
     sp.seed = (base_seed_ + uint64_t(n_replies_++)) & 0xFFFFFFFFull;
     if (sp.seed == 0xFFFFFFFF) sp.seed = 0;  // keep clear of the "random seed" marker
@@ -119,7 +117,8 @@ ReplyStats ChatEngine::reply(const std::string& user_text, const TextSink& on_te
             cached_.push_back(next);
             continue;
         }
-        // The cache is full and `next` still has to be read.
+        // The cache is full and `next` still has to be read: forget old exchanges (keeping a quarter
+        // of the context free if possible) and re-read the shortened prompt plus the reply so far.
         if (!opt_.context_shift) { last_.end = ReplyStats::End::ContextFull; break; }
         size_t n = forget_for(gen.size(), std::max(1, n_ctx / 4));
         if (n == kCannotFit) n = forget_for(gen.size(), 1);
@@ -136,6 +135,21 @@ ReplyStats ChatEngine::reply(const std::string& user_text, const TextSink& on_te
     last_.generated = int(gen.size());
     last_.gen_s = seconds_since(t1);
     conv_.turns.push_back({"assistant", content});
+}
+
+ReplyStats ChatEngine::reply(const std::string& user_text, const TextSink& on_text, const NoticeSink& on_notice,
+                             const std::atomic<bool>* stop) {
+    last_ = ReplyStats{};
+    const Conversation before = conv_;
+    conv_.turns.push_back({"user", user_text});
+    try {
+        const std::vector<int32_t> prompt = prompt_that_fits(on_notice);
+        last_.prompt_tokens = int(prompt.size());
+        generate(prompt, on_text, on_notice, stop);
+    } catch (...) {
+        conv_ = before;  // a failed turn leaves no trace in the conversation
+        throw;
+    }
     return last_;
 }
 

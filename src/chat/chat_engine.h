@@ -68,6 +68,12 @@ public:
     std::vector<int32_t> prompt_tokens(size_t skip_turns) const;
 
 private:
+    // The prompt for the conversation with the new user message, after forgetting old exchanges if
+    // it does not fit (or an error, with context shift off or when nothing can be forgotten).
+    std::vector<int32_t> prompt_that_fits(const NoticeSink& on_notice);
+    // Reads the prompt, samples and streams the reply, and adds it to the conversation.
+    void generate(const std::vector<int32_t>& prompt, const TextSink& on_text, const NoticeSink& on_notice,
+                  const std::atomic<bool>* stop);
     // Makes the cache hold exactly `tokens` (reusing its common prefix) and returns the last logits.
     const std::vector<float>& sync_cache(const std::vector<int32_t>& tokens);
     // Forgets whole exchanges before the current user message so that the prompt plus `tail` tokens

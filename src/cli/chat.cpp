@@ -50,7 +50,8 @@ const char* kHelp =
     "  /load FILE     read a conversation written by /save\n"
     "  /stats         tokens in the cache and the speed of the last reply\n"
     "  /quit          leave (so do Ctrl-D, and Ctrl-C at an empty prompt)\n"
-    "Enter sends; end a line with \\ to go on with the next one. Ctrl-C stops a reply.\n";
+    "Enter sends; end a line with \\ to go on with the next one; start it with // to send a\n"
+    "message that begins with /. Ctrl-C stops a reply.\n";
 
 // Where the chat's words go: replies to stdout, everything else to stderr, colours where wanted.
 class Screen {
@@ -170,6 +171,14 @@ public:
         return true;
     }
 
+    // One input: a command, or (also "//..." with one slash dropped) a message to answer.
+    // Returns false for /quit.
+    bool input(const std::string& text, const Opts& o) {
+        if (text[0] == '/' && text.compare(0, 2, "//") != 0) return command(text);
+        turn(text[0] == '/' ? text.substr(1) : text, o);
+        return true;
+    }
+
     // Answers one user message.
     void turn(const std::string& text, const Opts& o) {
         check_utf8(text);
@@ -265,11 +274,7 @@ void run(Opts& o) {
         while (std::getline(std::cin, line)) {
             line = trim_trailing_newlines(line);
             if (blank(line)) continue;
-            if (line[0] == '/') {
-                if (!chat_cmd.command(line)) break;
-                continue;
-            }
-            chat_cmd.turn(line, o);
+            if (!chat_cmd.input(line, o)) break;
         }
         return;
     }
@@ -296,11 +301,7 @@ void run(Opts& o) {
         text = trim_trailing_newlines(text);
         if (blank(text)) continue;
         try {
-            if (text[0] == '/') {
-                if (!chat_cmd.command(text)) break;
-            } else {
-                chat_cmd.turn(text, o);
-            }
+            if (!chat_cmd.input(text, o)) break;
         } catch (const Error& e) {
             screen.error(e.what());  // the chat goes on
         }

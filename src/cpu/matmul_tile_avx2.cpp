@@ -93,8 +93,10 @@ inline __m256i bcast4(const uint8_t* p) {
 }
 
 template <int NT, int SUB, int RUN>
-void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 acc[NT]) {
+void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 out[NT]) {
     constexpr int kGroups = SUB / 4;
+    __m256 acc[NT];  // locals stay in registers; `out` may alias the tile as far as the compiler knows
+    for (int t = 0; t < NT; t++) acc[t] = out[t];
     const __m256i ones16 = _mm256_set1_epi16(1);
     const uint8_t* wq = tile.q;
     const float* dm = tile.dm;
@@ -118,10 +120,13 @@ void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const Toke
             acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as.s), acc[t]);
         }
     }
+    for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
 template <int NT>
-void kernel_signed(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 acc[NT]) {
+void kernel_signed(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 out[NT]) {
+    __m256 acc[NT];  // locals stay in registers; `out` may alias the tile as far as the compiler knows
+    for (int t = 0; t < NT; t++) acc[t] = out[t];
     const __m256i ones16 = _mm256_set1_epi16(1);
     const uint8_t* wq = tile.q;
     const float* dm = tile.dm;
@@ -140,18 +145,30 @@ void kernel_signed(QuantTile tile, const size_t* off, int64_t nsub, const TokenR
         for (int t = 0; t < NT; t++)
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(x.as[t][s].d)), acc[t]);
     }
+    for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
 // Two panels of 8 rows per step, so 2 * NT independent FMA chains hide the FMA latency.
 template <int NT>
-void kernel_float(const float* tile, int64_t K, const TokenRows& x, __m256 acc[2 * NT]) {
+void kernel_float(const float* tile, int64_t K, const TokenRows& x, __m256 out[2 * NT]) {
+    // Local accumulators (two small arrays: GCC keeps those in registers, a single array of 8 it
+    // does not); `out` may alias the tile as far as the compiler knows.
+    __m256 acc0[NT], acc1[NT];
+    for (int t = 0; t < NT; t++) {
+        acc0[t] = out[t];
+        acc1[t] = out[NT + t];
+    }
     for (int64_t k = 0; k < K; k++) {
         const __m256 w0 = _mm256_load_ps(tile + 16 * k), w1 = _mm256_load_ps(tile + 16 * k + 8);
         for (int t = 0; t < NT; t++) {
             const __m256 xv = _mm256_broadcast_ss(x.f[t] + k);
-            acc[t] = _mm256_fmadd_ps(w0, xv, acc[t]);
-            acc[NT + t] = _mm256_fmadd_ps(w1, xv, acc[NT + t]);
+            acc0[t] = _mm256_fmadd_ps(w0, xv, acc0[t]);
+            acc1[t] = _mm256_fmadd_ps(w1, xv, acc1[t]);
         }
+    }
+    for (int t = 0; t < NT; t++) {
+        out[t] = acc0[t];
+        out[NT + t] = acc1[t];
     }
 }
 

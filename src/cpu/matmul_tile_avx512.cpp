@@ -40,8 +40,10 @@ struct Tile {
 
 template <int NT, int SUB>
 void kernel(Tile tile, const size_t* off, int64_t nsub, const uint8_t* const* xq, const ActScale* const* as,
-            __m512 acc[NT]) {
+            __m512 out[NT]) {
     constexpr int kGroups = SUB / 4;
+    __m512 acc[NT];  // locals stay in registers; `out` may alias the tile as far as the compiler knows
+    for (int t = 0; t < NT; t++) acc[t] = out[t];
     const uint8_t* wq = tile.q;
     const float* dm = tile.dm;
     for (int64_t s = 0; s < nsub; s++, wq += 64 * kGroups, dm += 32) {
@@ -62,6 +64,7 @@ void kernel(Tile tile, const size_t* off, int64_t nsub, const uint8_t* const* xq
             acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s), acc[t]);
         }
     }
+    for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
 // Runs the kernel for NT tokens; rows beyond `rows` are neither read from nor written to Y.
@@ -119,7 +122,7 @@ bool matmul_tiled(const MatmulArgs& a) {
             const int64_t b1 = std::min(nblk, b0 + chunk_blocks);
             const int64_t s0 = b0 * sub_per_block, ns = (b1 - b0) * sub_per_block;
             // Two 8-row halves into the low and high 32 bytes of each 64-byte group.
-            avx2::pack_rows8(a, decode, l, n0, rows, b0, b1, {tile.q, 64, tile.dm, 32, 0, bias});
+            avx2::pack_rows8(a, decode, l, n0, std::min(rows, 8), b0, b1, {tile.q, 64, tile.dm, 32, 0, bias});
             avx2::pack_rows8(a, decode, l, n0 + 8, rows - 8, b0, b1, {tile.q + 32, 64, tile.dm, 32, 8, bias});
             const size_t* off = sc.off.data() + s0;
             for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "cpu/ops.h"
+#include "tensor/half.h"
 #include "tensor/quant.h"
 
 namespace lumen::cpu {
@@ -16,8 +17,8 @@ void work_size(const Tensor* t, int n_threads, size_t& shared, size_t& per_threa
         shared = row_bytes(vec_dot_type(w->type), w->ne[0]) * size_t(t->src[1]->nrows());
     } else if (t->op == Op::Attention) {
         const Tensor* kc = t->src[1];
-        // scores for every cached position + one dequantized K/V row + the output accumulator
-        per_thread = sizeof(float) * (size_t(kc->ne[1]) + 3 * size_t(t->src[0]->ne[0])) + 64;
+        // the query, one dequantized K/V row, and the f32 and f16 output accumulators
+        per_thread = sizeof(float) * 4 * size_t(t->src[0]->ne[0]) + 64;
     }
 }
 
@@ -34,6 +35,9 @@ void op_kv_write(const OpCtx& c, Tensor* t) {
     }
 }
 
+// Online softmax over the cached positions in order, as llama.cpp's CPU flash attention does it,
+// so that greedy text matches it token for token: with an F16 cache the query is rounded to f16
+// and the weighted sum of V is accumulated in f16 (each step rounded), otherwise in f32.
 void op_attention(const OpCtx& c, Tensor* t) {
     const Tensor* q = t->src[0];
     const Tensor* kc = t->src[1];
@@ -44,42 +48,52 @@ void op_attention(const OpCtx& c, Tensor* t) {
     const float scale = t->fp[0], softcap = t->fp[1];
     const int64_t group = n_head / n_head_kv;
     const size_t head_bytes = row_bytes(kc->type, head_dim);
+    const bool f16_k = kc->type == DType::F16, f16_v = vc->type == DType::F16;
 
-    float* scores = reinterpret_cast<float*>(c.thread_work());
-    float* row = scores + kc->ne[1];
+    float* qv = reinterpret_cast<float*>(c.thread_work());
+    float* row = qv + head_dim;
     float* acc = row + head_dim;
+    uint16_t* acc16 = reinterpret_cast<uint16_t*>(acc + head_dim);
 
     int64_t b, e;
     c.range(T * n_head, b, e);
     for (int64_t r = b; r < e; r++) {
         const int64_t tok = r / n_head, h = r % n_head, hk = h / group;
-        const float* qv = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
+        const float* qsrc = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
+        for (int64_t i = 0; i < head_dim; i++) qv[i] = f16_k ? fp16_to_f32(f32_to_fp16(qsrc[i])) : qsrc[i];
         const int64_t last = pos[tok];
         const int64_t first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
-        float mx = -INFINITY;
+        float M = -INFINITY, S = 0.0f;
+        std::fill(acc, acc + head_dim, 0.0f);
+        std::fill(acc16, acc16 + head_dim, uint16_t(0));
         for (int64_t j = first; j <= last; j++) {
             dequantize_row(kc->type, c.ptr(kc) + size_t(j) * kc->nb[1] + size_t(hk) * head_bytes, row, head_dim);
             float s = 0;
             for (int64_t i = 0; i < head_dim; i++) s += qv[i] * row[i];
-            s *= scale;
-            if (softcap > 0) s = softcap * std::tanh(s / softcap);
-            scores[j] = s;
-            mx = std::max(mx, s);
-        }
-        float sum = 0;
-        for (int64_t j = first; j <= last; j++) {
-            scores[j] = std::exp(scores[j] - mx);
-            sum += scores[j];
-        }
-        std::fill(acc, acc + head_dim, 0.0f);
-        for (int64_t j = first; j <= last; j++) {
+            if (softcap > 0) s = softcap * std::tanh(s * (scale / softcap));
+            else s *= scale;
+            float ms = 1.0f, vs = 1.0f;
+            if (s > M) {
+                const float Mold = M;
+                M = s;
+                ms = std::exp(Mold - M);
+                if (f16_v)
+                    for (int64_t i = 0; i < head_dim; i++) acc16[i] = f32_to_fp16(fp16_to_f32(acc16[i]) * ms);
+                else
+                    for (int64_t i = 0; i < head_dim; i++) acc[i] *= ms;
+            } else {
+                vs = std::exp(s - M);
+            }
             dequantize_row(vc->type, c.ptr(vc) + size_t(j) * vc->nb[1] + size_t(hk) * head_bytes, row, head_dim);
-            const float p = scores[j];
-            for (int64_t i = 0; i < head_dim; i++) acc[i] += p * row[i];
+            if (f16_v)
+                for (int64_t i = 0; i < head_dim; i++) acc16[i] = f32_to_fp16(std::fma(row[i], vs, fp16_to_f32(acc16[i])));
+            else
+                for (int64_t i = 0; i < head_dim; i++) acc[i] = std::fma(row[i], vs, acc[i]);
+            S = S * ms + vs;
         }
         float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(tok) * t->nb[1]) + h * head_dim;
-        const float inv = 1.0f / sum;
-        for (int64_t i = 0; i < head_dim; i++) out[i] = acc[i] * inv;
+        const float inv = 1.0f / S;
+        for (int64_t i = 0; i < head_dim; i++) out[i] = (f16_v ? fp16_to_f32(acc16[i]) : acc[i]) * inv;
     }
 }
 

@@ -210,14 +210,16 @@ struct PackDest {
     bool bias_signed;  // turn signed levels (Q8_0) into unsigned ones: q + 128, m = -128 d
 };
 
-// Packs weight blocks [blk0, blk1) of rows [n0, n0 + rows) (missing rows multiply as zeros).
+// Packs weight blocks [blk0, blk1) of rows [n0, n0 + rows), rows <= 8 (missing rows multiply as
+// zeros).
 inline void pack_rows8(const MatmulArgs& a, DecodeFn decode, const Layout& l, int64_t n0, int rows, int64_t blk0,
                        int64_t blk1, const PackDest& out) {
+    rows = std::clamp(rows, 0, 8);
     const DTypeInfo& info = dtype_info(a.wt);
     const int bs = int(info.block_size), nsub = bs / l.sub, nchunk = bs / 32;
     alignas(32) uint8_t q[8][256];
     float d[8][16], m[8][16];
-    for (int r = std::max(rows, 0); r < 8; r++) {
+    for (int r = rows; r < 8; r++) {
         std::memset(q[r], out.bias_signed ? 0x80 : 0, sizeof q[r]);  // level 0 either way
         std::fill(d[r], d[r] + 16, 0.0f);
         std::fill(m[r], m[r] + 16, 0.0f);

@@ -53,8 +53,12 @@ if [ $rc -eq 1 ] && grep -q "^lumen: error: context full.*--no-context-shift" "$
 else fail "chat: --no-context-shift" "rc $rc err: $(cat "$TMP/err")"; fi
 
 # The system prompt reaches the model (greedy answers follow it).
-ans=$(echo "Who are you?" | "${CHAT[@]}" -n 24 --system "You are a pirate named Captain Hook. Always say your name." 2>/dev/null)
-printf '%s' "$ans" | grep -qi "hook" && pass "chat: --system is used" || fail "chat: --system" "$ans"
+printf 'You are a pirate captain.\nYou always talk like a pirate.\n' >"$TMP/system.txt"
+ans=$(echo "Who are you?" | "${CHAT[@]}" -n 24 --system-file "$TMP/system.txt" 2>/dev/null)
+plain=$(echo "Who are you?" | "${CHAT[@]}" -n 24 2>/dev/null)
+if printf '%s' "$ans" | grep -qiE "pirate|captain|aye|arr" && ! printf '%s' "$plain" | grep -qiE "pirate|captain|aye|arr"; then
+  pass "chat: --system-file is used"
+else fail "chat: --system-file" "with: '$ans' without: '$plain'"; fi
 
 # A model without a chat template falls back to ChatML with a notice.
 "$LUMEN" synth --preset tiny --type q8_0 -o "$TMP/tiny.gguf" >/dev/null 2>&1
@@ -72,6 +76,12 @@ expect_error "chat scripted: /load of a missing file" "nope.json: cannot open" s
 printf '{"messages": [{"role": "wizard", "content": "x"}]}' >"$TMP/bad.json"; echo "/load $TMP/bad.json" >"$TMP/in"
 expect_error "chat scripted: /load of a bad file" "unknown role" sh -c "\"\$@\" <\"$TMP/in\"" sh "${CHAT[@]}"
 
+printf 'ok \xff\n' >"$TMP/in"
+expect_error "chat scripted: invalid UTF-8 input" "not valid UTF-8" sh -c "\"\$@\" <\"$TMP/in\"" sh "${CHAT[@]}"
+printf '//stats means what?\n' | "${CHAT[@]}" -n 4 >"$TMP/out" 2>"$TMP/err"
+if [ -s "$TMP/out" ] && ! grep -q "cache:" "$TMP/err"; then pass "chat scripted: // sends a message starting with /"
+else fail "chat scripted: //" "out: $(cat "$TMP/out") err: $(cat "$TMP/err")"; fi
+
 # --- Interactive, through tmux ----------------------------------------------------------------------
 if ! command -v tmux >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -86,7 +96,7 @@ fi
 SOCK="lumen-chat-test-$$"
 tm() { tmux -L "$SOCK" "$@"; }
 trap 'tmux -L "$SOCK" kill-server >/dev/null 2>&1; rm -rf "$TMP"' EXIT
-screen() { tm capture-pane -p -J -S - -t chat 2>/dev/null; }
+screen() { tm capture-pane -p -J -S - -t chat 2>/dev/null | sed 's/[[:space:]]*$//'; }
 last_line() { screen | sed '/^[[:space:]]*$/d' | tail -1; }
 n_prompts() { screen | grep -cE '^>( |$)'; }
 # wait_for PATTERN [SECONDS]: until the pane shows PATTERN (extended regex).
