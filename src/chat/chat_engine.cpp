@@ -28,7 +28,23 @@ std::vector<int32_t> ChatEngine::prompt_tokens(size_t skip_turns) const {
     std::vector<Message> msgs;
     if (!conv_.system.empty()) msgs.push_back({"system", conv_.system});
     msgs.insert(msgs.end(), conv_.turns.begin() + long(std::min(skip_turns, conv_.turns.size())), conv_.turns.end());
-    return tok_.encode(tmpl_.format(msgs, true), true, true);
+    const std::string text = tmpl_.format(msgs, true);
+    // A template that writes the BOS itself (Llama 3's does) must not get a second one.
+    bool add_special = true;
+    if (tok_.bos() >= 0) {
+        const std::string& bos = tok_.token_text(tok_.bos());
+        if (!bos.empty() && text.compare(0, bos.size(), bos) == 0) add_special = false;
+    }
+    return tok_.encode(text, add_special, true);
+}
+
+bool ChatEngine::reply_opens_in_reasoning(const std::string& user_text) const {
+    std::vector<Message> msgs = conv_.messages();
+    msgs.push_back({"user", user_text});
+    const std::string text = tmpl_.format(msgs, true);
+    const size_t end = text.find_last_not_of(" \t\r\n");
+    const std::string_view open = "<think>";
+    return end != std::string::npos && end + 1 >= open.size() && text.compare(end + 1 - open.size(), open.size(), open) == 0;
 }
 
 const std::vector<float>& ChatEngine::sync_cache(const std::vector<int32_t>& tokens) {

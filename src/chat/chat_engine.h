@@ -66,6 +66,9 @@ public:
     // The conversation's prompt (with the assistant's generation prompt) with the first `skip_turns`
     // turns left out, in tokens.
     std::vector<int32_t> prompt_tokens(size_t skip_turns) const;
+    // Whether, after this user message, the generation prompt already opens a <think> block
+    // (reasoning templates do), so the reply starts inside it.
+    bool reply_opens_in_reasoning(const std::string& user_text) const;
 
 private:
     // The prompt for the conversation with the new user message, after forgetting old exchanges if

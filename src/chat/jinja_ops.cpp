@@ -12,7 +12,6 @@ namespace lumen::chat::jinja {
 
 [[noreturn]] void runtime(int line, const std::string& msg) { fail("chat template: line ", line, ": ", msg); }
 
-
 const char* kind_name(Value::Kind k) {
     switch (k) {
         case Value::Kind::Undefined: return "undefined";
@@ -28,11 +27,9 @@ const char* kind_name(Value::Kind k) {
     return "?";
 }
 
-
 int64_t inum(const Value& v) { return v.kind() == Value::Kind::Bool ? int64_t(v.as_bool()) : v.as_int(); }
 
 bool is_int(const Value& v) { return v.kind() == Value::Kind::Int || v.kind() == Value::Kind::Bool; }
-
 
 // The items a for loop or filter walks: list items, string characters, mapping keys.
 Array iterate(const Value& v, int line) {
@@ -53,7 +50,6 @@ Array iterate(const Value& v, int line) {
     }
 }
 
-
 const Value* arg(CallArgs& a, size_t pos, const char* name) {
     if (pos < a.positional.size()) return &a.positional[pos];
     for (auto& kv : a.named)
@@ -71,7 +67,6 @@ double num(const Value& v) { return v.kind() == Value::Kind::Bool ? double(v.as_
 
 bool py_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
-
 std::string strip(const std::string& s, const std::string* chars, bool left, bool right) {
     auto drop = [&](char c) { return chars ? chars->find(c) != std::string::npos : py_space(c); };
     size_t b = 0, e = s.size();
@@ -79,7 +74,6 @@ std::string strip(const std::string& s, const std::string* chars, bool left, boo
     if (right) while (e > b && drop(s[e - 1])) e--;
     return s.substr(b, e - b);
 }
-
 
 std::string upper(std::string s) { for (char& c : s) c = char(std::toupper(static_cast<unsigned char>(c))); return s; }
 
@@ -146,13 +140,11 @@ Array split(const std::string& s, const Value* sep, int64_t maxsplit) {
     return out;
 }
 
-
 // Python-style index normalisation for a sequence of length n; false when out of range.
 bool norm_index(int64_t& i, size_t n) {
     if (i < 0) i += int64_t(n);
     return i >= 0 && i < int64_t(n);
 }
-
 
 size_t length_of(const Value& v, int line) {
     switch (v.kind()) {
@@ -164,7 +156,6 @@ size_t length_of(const Value& v, int line) {
     }
 }
 
-
 int compare(const Value& a, const Value& b, int line) {
     if (is_number(a) && is_number(b)) return num(a) < num(b) ? -1 : num(a) > num(b) ? 1 : 0;
     if (a.kind() == Value::Kind::String && b.kind() == Value::Kind::String) return a.as_string().compare(b.as_string());
@@ -174,94 +165,6 @@ int compare(const Value& a, const Value& b, int line) {
         return a.items().size() < b.items().size() ? -1 : a.items().size() > b.items().size() ? 1 : 0;
     }
     runtime(line, std::string("cannot compare ") + kind_name(a.kind()) + " with " + kind_name(b.kind()));
-}
-
-
-bool contains(const Value& hay, const Value& needle, int line);
-Value method(const Value& self, const std::string& name, int line);
-Value attr_path(const Value& v, const std::string& path, int line);
-
-}  // namespace
-
-Value attribute(const Value& v, const std::string& name, int line) {
-    if (!v.is_defined()) runtime(line, "'" + name + "' of an undefined value");
-    if (v.kind() == Value::Kind::Object) {
-        for (const auto& kv : v.members())
-            if (kv.first == name) return kv.second;
-    }
-    Value m = method(v, name, line);
-    if (m.is_defined()) return m;
-    if (v.kind() == Value::Kind::Array && !name.empty() && std::isdigit(static_cast<unsigned char>(name[0])))
-        return item(v, Value::integer(std::stoll(name)), line);
-    return Value();
-}
-
-Value item(const Value& v, const Value& key, int line) {
-    switch (v.kind()) {
-        case Value::Kind::Object:
-            if (key.kind() == Value::Kind::String) return v.get(key.as_string());
-            return v.get(key.str());
-        case Value::Kind::Array: case Value::Kind::String: {
-            if (!is_int(key)) runtime(line, std::string("index must be an integer, not ") + kind_name(key.kind()));
-            int64_t i = inum(key);
-            const size_t n = v.kind() == Value::Kind::Array ? v.items().size() : v.as_string().size();
-            if (!norm_index(i, n)) return Value();
-            if (v.kind() == Value::Kind::Array) return v.items()[size_t(i)];
-            return Value::string(std::string(1, v.as_string()[size_t(i)]));
-        }
-        case Value::Kind::Undefined: runtime(line, "indexing an undefined value");
-        default: runtime(line, std::string("cannot index ") + kind_name(v.kind()));
-    }
-}
-
-Value binary(const std::string& op, const Value& a, const Value& b, int line) {
-    if (op == "~") return Value::string(a.str() + b.str());
-    if (op == "==") return Value::boolean(a == b);
-    if (op == "!=") return Value::boolean(!(a == b));
-    if (op == "<") return Value::boolean(compare(a, b, line) < 0);
-    if (op == "<=") return Value::boolean(compare(a, b, line) <= 0);
-    if (op == ">") return Value::boolean(compare(a, b, line) > 0);
-    if (op == ">=") return Value::boolean(compare(a, b, line) >= 0);
-    if (op == "in" || op == "not in") return Value::boolean(contains(b, a, line) == (op == "in"));
-    if (op == "+") {
-        if (a.kind() == Value::Kind::String && b.kind() == Value::Kind::String) return Value::string(a.as_string() + b.as_string());
-        if (a.kind() == Value::Kind::Array && b.kind() == Value::Kind::Array) {
-            Array c = a.items();
-            c.insert(c.end(), b.items().begin(), b.items().end());
-            return Value::array(std::move(c));
-        }
-    }
-    if (op == "*" && a.kind() == Value::Kind::String && is_int(b)) {
-        std::string s;
-        for (int64_t i = 0; i < inum(b) && s.size() < (1u << 24); i++) s += a.as_string();
-        return Value::string(s);
-    }
-    if (!is_number(a) || !is_number(b))
-        runtime(line, std::string("cannot apply '") + op + "' to " + kind_name(a.kind()) + " and " + kind_name(b.kind()));
-    const bool ints = is_int(a) && is_int(b);
-    const double x = num(a), y = num(b);
-    if (op == "+") return ints ? Value::integer(inum(a) + inum(b)) : Value::number(x + y);
-    if (op == "-") return ints ? Value::integer(inum(a) - inum(b)) : Value::number(x - y);
-    if (op == "*") return ints ? Value::integer(inum(a) * inum(b)) : Value::number(x * y);
-    if (op == "**") return ints && inum(b) >= 0 ? Value::integer(int64_t(std::pow(x, y))) : Value::number(std::pow(x, y));
-    if (y == 0) runtime(line, "division by zero");
-    if (op == "/") return Value::number(x / y);
-    if (op == "//") {
-        if (ints) {
-            const int64_t q = inum(a) / inum(b), r = inum(a) % inum(b);
-            return Value::integer((r != 0 && ((r < 0) != (inum(b) < 0))) ? q - 1 : q);
-        }
-        return Value::number(std::floor(x / y));
-    }
-    if (op == "%") {
-        if (ints) {
-            const int64_t r = inum(a) % inum(b);
-            return Value::integer((r != 0 && ((r < 0) != (inum(b) < 0))) ? r + inum(b) : r);
-        }
-        const double r = std::fmod(x, y);
-        return Value::number((r != 0 && ((r < 0) != (y < 0))) ? r + y : r);
-    }
-    runtime(line, "unknown operator " + op);
 }
 
 bool contains(const Value& hay, const Value& needle, int line) {
@@ -419,6 +322,125 @@ Value attr_path(const Value& v, const std::string& path, int line) {
         pos = dot + 1;
     }
     return cur;
+}
+
+}  // namespace
+
+Value attribute(const Value& v, const std::string& name, int line) {
+    if (!v.is_defined()) runtime(line, "'" + name + "' of an undefined value");
+    if (v.kind() == Value::Kind::Object) {
+        for (const auto& kv : v.members())
+            if (kv.first == name) return kv.second;
+    }
+    Value m = method(v, name, line);
+    if (m.is_defined()) return m;
+    if (v.kind() == Value::Kind::Array && !name.empty() && std::isdigit(static_cast<unsigned char>(name[0])))
+        return item(v, Value::integer(std::stoll(name)), line);
+    return Value();
+}
+
+Value item(const Value& v, const Value& key, int line) {
+    switch (v.kind()) {
+        case Value::Kind::Object:
+            if (key.kind() == Value::Kind::String) return v.get(key.as_string());
+            return v.get(key.str());
+        case Value::Kind::Array: case Value::Kind::String: {
+            if (!is_int(key)) runtime(line, std::string("index must be an integer, not ") + kind_name(key.kind()));
+            int64_t i = inum(key);
+            const size_t n = v.kind() == Value::Kind::Array ? v.items().size() : v.as_string().size();
+            if (!norm_index(i, n)) return Value();
+            if (v.kind() == Value::Kind::Array) return v.items()[size_t(i)];
+            return Value::string(std::string(1, v.as_string()[size_t(i)]));
+        }
+        case Value::Kind::Undefined: runtime(line, "indexing an undefined value");
+        default: runtime(line, std::string("cannot index ") + kind_name(v.kind()));
+    }
+}
+
+Value slice_of(const Value& v, const Value* start_v, const Value* stop_v, const Value* step_v, int line) {
+    auto bound = [&](const Value* b, int64_t dflt, bool& given) -> int64_t {
+        given = b && b->kind() != Value::Kind::None && b->is_defined();
+        if (!given) return dflt;
+        if (!is_int(*b)) runtime(line, "slice bounds must be integers");
+        return inum(*b);
+    };
+    bool has_start, has_stop, has_step;
+    const int64_t step = bound(step_v, 1, has_step);
+    if (step == 0) runtime(line, "slice step cannot be zero");
+    const bool is_str = v.kind() == Value::Kind::String;
+    if (!is_str && v.kind() != Value::Kind::Array) runtime(line, std::string("cannot slice ") + kind_name(v.kind()));
+    const int64_t n = int64_t(is_str ? v.as_string().size() : v.items().size());
+    auto clamp = [&](int64_t i, bool given, int64_t dflt) {
+        if (!given) return dflt;
+        if (i < 0) i += n;
+        if (step > 0) return std::clamp<int64_t>(i, 0, n);
+        return std::clamp<int64_t>(i, -1, n - 1);
+    };
+    const int64_t start_raw = bound(start_v, 0, has_start), stop_raw = bound(stop_v, 0, has_stop);
+    const int64_t start = clamp(start_raw, has_start, step > 0 ? 0 : n - 1);
+    const int64_t stop = clamp(stop_raw, has_stop, step > 0 ? n : -1);
+    Array items;
+    std::string text;
+    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+        if (is_str) text += v.as_string()[size_t(i)];
+        else items.push_back(v.items()[size_t(i)]);
+    }
+    return is_str ? Value::string(text) : Value::array(std::move(items));
+}
+
+Value binary(const std::string& op, const Value& a, const Value& b, int line) {
+    constexpr size_t kMaxString = size_t(64) << 20;  // a runaway template is an error, not an OOM
+    auto joined = [&](std::string x, const std::string& y) {
+        if (x.size() + y.size() > kMaxString) runtime(line, "string longer than 64 MiB");
+        return Value::string(x + y);
+    };
+    if (op == "~") return joined(a.str(), b.str());
+    if (op == "==") return Value::boolean(a == b);
+    if (op == "!=") return Value::boolean(!(a == b));
+    if (op == "<") return Value::boolean(compare(a, b, line) < 0);
+    if (op == "<=") return Value::boolean(compare(a, b, line) <= 0);
+    if (op == ">") return Value::boolean(compare(a, b, line) > 0);
+    if (op == ">=") return Value::boolean(compare(a, b, line) >= 0);
+    if (op == "in" || op == "not in") return Value::boolean(contains(b, a, line) == (op == "in"));
+    if (op == "+") {
+        if (a.kind() == Value::Kind::String && b.kind() == Value::Kind::String) return joined(a.as_string(), b.as_string());
+        if (a.kind() == Value::Kind::Array && b.kind() == Value::Kind::Array) {
+            Array c = a.items();
+            c.insert(c.end(), b.items().begin(), b.items().end());
+            return Value::array(std::move(c));
+        }
+    }
+    if (op == "*" && a.kind() == Value::Kind::String && is_int(b)) {
+        std::string s;
+        for (int64_t i = 0; i < inum(b) && s.size() < (1u << 24); i++) s += a.as_string();
+        return Value::string(s);
+    }
+    if (!is_number(a) || !is_number(b))
+        runtime(line, std::string("cannot apply '") + op + "' to " + kind_name(a.kind()) + " and " + kind_name(b.kind()));
+    const bool ints = is_int(a) && is_int(b);
+    const double x = num(a), y = num(b);
+    if (op == "+") return ints ? Value::integer(inum(a) + inum(b)) : Value::number(x + y);
+    if (op == "-") return ints ? Value::integer(inum(a) - inum(b)) : Value::number(x - y);
+    if (op == "*") return ints ? Value::integer(inum(a) * inum(b)) : Value::number(x * y);
+    if (op == "**") return ints && inum(b) >= 0 ? Value::integer(int64_t(std::pow(x, y))) : Value::number(std::pow(x, y));
+    if (y == 0) runtime(line, "division by zero");
+    if (op == "/") return Value::number(x / y);
+    if (op == "//") {
+        if (ints) {
+            const int64_t q = inum(a) / inum(b), r = inum(a) % inum(b);
+            return Value::integer((r != 0 && ((r < 0) != (inum(b) < 0))) ? q - 1 : q);
+        }
+        return Value::number(std::floor(x / y));
+    }
+    if (op == "%") {
+        if (ints) {
+            const int64_t r = inum(a) % inum(b);
+            return Value::integer((r != 0 && ((r < 0) != (inum(b) < 0))) ? r + inum(b) : r);
+        }
+        const double r = std::fmod(x, y);
+        return Value::number((r != 0 && ((r < 0) != (y < 0))) ? r + y : r);
+    }
+    runtime(line, "unknown operator " + op);
 }
 
 Value apply_filter(const std::string& f, const Value& v, CallArgs& a, int line) {

@@ -237,7 +237,17 @@ private:
         return e;
     }
 
+    // Nesting guard: a pathological template is an error, not a stack overflow.
+    struct Deeper {
+        ExprParser& p;
+        explicit Deeper(ExprParser& parser) : p(parser) {
+            if (++p.depth_ > 400) p.error("expression nested too deeply");
+        }
+        ~Deeper() { p.depth_--; }
+    };
+
     ExprPtr conditional() {
+        Deeper guard(*this);
         ExprPtr e = or_expr();
         while (accept_name("if")) {
             auto c = make(Expr::K::Cond);
@@ -261,6 +271,7 @@ private:
         return e;
     }
     ExprPtr not_expr() {
+        Deeper guard(*this);
         if (accept_name("not")) {
             auto e = make(Expr::K::Not);
             e->kids.push_back(not_expr());
@@ -314,6 +325,7 @@ private:
         return e;
     }
     ExprPtr unary() {
+        Deeper guard(*this);
         if (accept_op("-")) {
             auto e = make(Expr::K::Neg);
             e->kids.push_back(unary());
@@ -464,6 +476,7 @@ private:
     std::vector<Token> toks_;
     size_t pos_ = 0;
     int line_;
+    int depth_ = 0;
 };
 
 class StmtParser {
@@ -518,6 +531,13 @@ private:
     }
 
     NodePtr statement(const std::string& kw, ExprParser& p, int line) {
+        struct Deeper {
+            int& d;
+            Deeper(int& depth, int line) : d(depth) {
+                if (++d > 200) syntax(line, "blocks nested too deeply");
+            }
+            ~Deeper() { d--; }
+        } guard(depth_, line);
         auto n = std::make_unique<Node>();
         n->line = line;
         std::string end;
@@ -617,6 +637,7 @@ private:
 
     std::vector<Segment> segs_;
     size_t i_ = 0;
+    int depth_ = 0;
 };
 
 }  // namespace

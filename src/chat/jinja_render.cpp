@@ -145,9 +145,12 @@ private:
                 else if (node->defaults[i]) params[node->targets[i]] = eval(*node->defaults[i]);
                 else params[node->targets[i]] = Value();
             }
+            if (macro_depth_ >= 100) runtime(node->line, "macro " + node->text + ": calls nested too deeply");
+            macro_depth_++;
             scopes_.push_back(std::move(params));
             std::string text = capture(node->body);
             scopes_.pop_back();
+            macro_depth_--;
             return Value::string(std::move(text));
         });
     }
@@ -219,12 +222,7 @@ private:
                 return Value::boolean(apply_test(e.name, eval(*e.kids[0]), a, e.line) != e.negated);
             }
             case Expr::K::Not: return Value::boolean(!eval(*e.kids[0]).truthy());
-            case Expr::K::Neg: {
-                const Value v = eval(*e.kids[0]);
-                if (is_int(v)) return Value::integer(-inum(v));
-                if (is_number(v)) return Value::number(-num(v));
-                runtime(e.line, std::string("cannot negate ") + kind_name(v.kind()));
-            }
+            case Expr::K::Neg: return binary("-", Value::integer(0), eval(*e.kids[0]), e.line);  // -x is 0 - x
             case Expr::K::And: {
                 Value a = eval(*e.kids[0]);
                 return a.truthy() ? eval(*e.kids[1]) : a;
@@ -258,40 +256,15 @@ private:
 
     Value slice(const Expr& e) {
         const Value v = eval(*e.kids[0]);
-        auto bound = [&](size_t k, bool& given) -> int64_t {
-            given = e.kids[k] != nullptr;
-            if (!given) return 0;
-            const Value b = eval(*e.kids[k]);
-            if (b.kind() == Value::Kind::None) { given = false; return 0; }
-            if (!is_int(b)) runtime(e.line, "slice bounds must be integers");
-            return inum(b);
-        };
-        bool has_start, has_stop, has_step;
-        const int64_t start_v = bound(1, has_start), stop_v = bound(2, has_stop);
-        int64_t step = bound(3, has_step);
-        if (!has_step) step = 1;
-        if (step == 0) runtime(e.line, "slice step cannot be zero");
-        const bool is_str = v.kind() == Value::Kind::String;
-        if (!is_str && v.kind() != Value::Kind::Array) runtime(e.line, std::string("cannot slice ") + kind_name(v.kind()));
-        const int64_t n = int64_t(is_str ? v.as_string().size() : v.items().size());
-        auto clamp = [&](int64_t i, bool given, int64_t dflt) {
-            if (!given) return dflt;
-            if (i < 0) i += n;
-            if (step > 0) return std::clamp<int64_t>(i, 0, n);
-            return std::clamp<int64_t>(i, -1, n - 1);
-        };
-        const int64_t start = clamp(start_v, has_start, step > 0 ? 0 : n - 1);
-        const int64_t stop = clamp(stop_v, has_stop, step > 0 ? n : -1);
-        Array items;
-        std::string text;
-        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-            if (is_str) text += v.as_string()[size_t(i)];
-            else items.push_back(v.items()[size_t(i)]);
-        }
-        return is_str ? Value::string(text) : Value::array(std::move(items));
+        Value bounds[3];
+        for (int k = 0; k < 3; k++)
+            if (e.kids[size_t(k) + 1]) bounds[k] = eval(*e.kids[size_t(k) + 1]);
+        return slice_of(v, e.kids[1] ? &bounds[0] : nullptr, e.kids[2] ? &bounds[1] : nullptr,
+                        e.kids[3] ? &bounds[2] : nullptr, e.line);
     }
 
     std::vector<Scope> scopes_;
+    int macro_depth_ = 0;
 };
 
 }  // namespace

@@ -10,6 +10,8 @@ namespace lumen::chat {
 
 class ReasoningSplitter {
 public:
+    // start_in_reasoning: the prompt already opened the block (the reply has only the closing tag).
+    explicit ReasoningSplitter(bool start_in_reasoning = false) : in_think_(start_in_reasoning) {}
     struct Segment {
         std::string text;
         bool reasoning;

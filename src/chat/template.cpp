@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "chat/jinja.h"
 #include "gguf/gguf.h"
 #include "util/error.h"
 
@@ -196,13 +197,34 @@ ChatTemplate ChatTemplate::for_model(const gguf::File& f, const std::string& ove
          "choose one with --chat-template NAME (", known_names(), ")");
 }
 
+ChatTemplate ChatTemplate::jinja_for_model(const gguf::File& f, const std::string& bos_token, const std::string& eos_token) {
+    const std::string src = f.get_str("tokenizer.chat_template", "");
+    if (src.empty()) fail(f.path(), ": --jinja: the model has no chat template (tokenizer.chat_template)");
+    ChatTemplate t;
+    t.jinja_ = std::make_shared<const jinja::Template>(jinja::Template::parse(src));
+    t.bos_token_ = bos_token;
+    t.eos_token_ = eos_token;
+    return t;
+}
+
 const char* ChatTemplate::name() const {
+    if (jinja_) return "jinja";
     for (const NamedFamily& nf : kFamilies)
         if (nf.family == family_) return nf.name;
     return "?";
 }
 
 std::string ChatTemplate::format(const std::vector<Message>& msgs, bool gen) const {
+    if (jinja_) {
+        jinja::Array list;
+        for (const Message& m : msgs)
+            list.push_back(jinja::Value::object({{"role", jinja::Value::string(m.role)},
+                                                 {"content", jinja::Value::string(m.content)}}));
+        return jinja_->render(jinja::Value::object({{"messages", jinja::Value::array(std::move(list))},
+                                                    {"add_generation_prompt", jinja::Value::boolean(gen)},
+                                                    {"bos_token", jinja::Value::string(bos_token_)},
+                                                    {"eos_token", jinja::Value::string(eos_token_)}}));
+    }
     std::ostringstream os;
     using F = TemplateFamily;
     switch (family_) {

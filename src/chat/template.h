@@ -6,8 +6,10 @@
 //   ChatTemplate t = ChatTemplate::for_model(file, "");   // or a name: "chatml", "llama3", ...
 //   std::string prompt = t.format(messages, true);         // ends with the assistant's header
 //
-// The result carries no BOS: the tokenizer adds it (encode(..., add_special = true)).
+// The result carries no BOS: the tokenizer adds it (encode(..., add_special = true)). With --jinja the
+// model's own template is run instead (jinja.h); it may write the BOS itself.
 #pragma once
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +19,10 @@ class File;
 }
 
 namespace lumen::chat {
+
+namespace jinja {
+class Template;
+}
 
 struct Message {
     std::string role;  // "system", "user" or "assistant"
@@ -53,15 +59,22 @@ public:
     static bool detect(std::string_view jinja_source, ChatTemplate& out);
     // Every name from_name accepts, comma-separated (for help and error messages).
     static std::string known_names();
+    // The model's own Jinja template, run by the interpreter in jinja.h instead of recognised by
+    // family; bos_token and eos_token are the texts the template sees. A model without one, or a
+    // template with a syntax error, is an error.
+    static ChatTemplate jinja_for_model(const gguf::File& f, const std::string& bos_token, const std::string& eos_token);
 
     TemplateFamily family() const { return family_; }
-    const char* name() const;
+    bool is_jinja() const { return jinja_ != nullptr; }
+    const char* name() const;  // the family's name, or "jinja"
     // The prompt for `messages`; with add_generation_prompt it ends with the opening of the
     // assistant's turn (families whose layout has none, like Llama 2, end after the last user turn).
     std::string format(const std::vector<Message>& messages, bool add_generation_prompt) const;
 
 private:
     TemplateFamily family_;
+    std::shared_ptr<const jinja::Template> jinja_;  // set: run this instead of the family's layout
+    std::string bos_token_, eos_token_;
 };
 
 }  // namespace lumen::chat

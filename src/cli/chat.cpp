@@ -26,7 +26,7 @@ struct Opts {
     SamplingParams sampling;
     std::string system, system_file, chat_template, reasoning = "show";
     int n_predict = -1;
-    bool no_context_shift = false, no_kv_reuse = false;
+    bool no_context_shift = false, no_kv_reuse = false, jinja = false;
 };
 
 // Set by Ctrl-C while a reply streams; a second Ctrl-C before the reply has stopped quits.
@@ -65,8 +65,8 @@ public:
     void warn(const std::string& s) const { line(s, "\x1b[33m"); }
     void error(const std::string& s) const { line("lumen: error: " + s, "\x1b[31m"); }
 
-    void begin_reply() {
-        splitter_ = chat::ReasoningSplitter{};
+    void begin_reply(bool in_reasoning) {
+        splitter_ = chat::ReasoningSplitter(in_reasoning);
         after_hidden_ = false;
     }
     void reply_text(std::string_view s) { show(splitter_.push(s)); }
@@ -183,7 +183,7 @@ public:
     void turn(const std::string& text, const Opts& o) {
         check_utf8(text);
         g_stop.store(false);
-        screen_.begin_reply();
+        screen_.begin_reply(engine_.reply_opens_in_reasoning(text));
         chat::ReplyStats st;
         {
             std::unique_ptr<chat::terminal::EchoOff> quiet;
@@ -249,11 +249,15 @@ void run(Opts& o) {
     std::string system = o.system_file.empty() ? o.system : trim_trailing_newlines(read_file(o.system_file, "--system-file"));
     if (unicode::find_invalid_utf8(system) != std::string::npos) fail("the system prompt is not valid UTF-8");
     if (o.n_predict == 0 || o.n_predict < -1) fail("-n ", o.n_predict, ": want a positive count or -1");
+    if (o.jinja && !o.chat_template.empty()) fail("give at most one of --jinja or --chat-template");
 
     auto model = load_model(o.run);
     const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_gguf(*model->file);
     std::string notice;
-    const chat::ChatTemplate tmpl = chat::ChatTemplate::for_model(*model->file, o.chat_template, &notice);
+    auto token_text = [&tok](int32_t id) { return id >= 0 ? tok.token_text(id) : std::string(); };
+    const chat::ChatTemplate tmpl =
+        o.jinja ? chat::ChatTemplate::jinja_for_model(*model->file, token_text(tok.bos()), token_text(tok.eos()))
+                : chat::ChatTemplate::for_model(*model->file, o.chat_template, &notice);
     auto session = open_session(*model, o.run);
 
     chat::ChatOptions co;
@@ -319,6 +323,7 @@ void add_chat(CLI::App& app) {
     cmd->add_option("-n,--n-predict", o->n_predict, "Most tokens per reply (-1: until the model ends its turn)");
     cmd->add_option("--chat-template", o->chat_template,
                     "Template family instead of the model's (" + chat::ChatTemplate::known_names() + ")");
+    cmd->add_flag("--jinja", o->jinja, "Run the model's own chat template (a Jinja subset) instead of the built-in family");
     cmd->add_flag("--no-context-shift", o->no_context_shift,
                   "When the context fills, stop with an error instead of forgetting the oldest turns");
     cmd->add_option("--reasoning", o->reasoning, "<think> blocks: show (dimmed) or hide")

@@ -10,15 +10,15 @@
 
 namespace lumen::cpu {
 
+size_t attention_work(const Tensor* t);
+
 void work_size(const Tensor* t, int n_threads, size_t& shared, size_t& per_thread) {
     shared = per_thread = 0;
     if (t->op == Op::MulMat) {
         const Tensor* w = t->src[0];
         shared = row_bytes(vec_dot_type(w->type), w->ne[0]) * size_t(t->src[1]->nrows());
     } else if (t->op == Op::Attention) {
-        const Tensor* kc = t->src[1];
-        // the query, one dequantized K/V row, and the f32 and f16 output accumulators
-        per_thread = sizeof(float) * 4 * size_t(t->src[0]->ne[0]) + 64;
+        per_thread = attention_work(t);
     }
 }
 
@@ -38,62 +38,114 @@ void op_kv_write(const OpCtx& c, Tensor* t) {
 // Online softmax over the cached positions in order, as llama.cpp's CPU flash attention does it,
 // so that greedy text matches it token for token: with an F16 cache the query is rounded to f16
 // and the weighted sum of V is accumulated in f16 (each step rounded), otherwise in f32.
+//
+// Work items are (KV head, tile of kTile tokens): each cached K/V row is converted to f32 once
+// and used by every query head of the group for every token of the tile.
+constexpr int64_t kTile = 16;
+
+namespace {
+struct Row {  // the running state of one (token, head)
+    float M, S;
+};
+
+inline float dot(const float* a, const float* b, int64_t n) {
+    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 partial sums: lets the compiler vectorise
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) part[k] += a[i + k] * b[i + k];
+    float s = 0;
+    for (; i < n; i++) s += a[i] * b[i];
+    return s + ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+}  // namespace
+
+size_t attention_work(const Tensor* t) {
+    const int64_t D = t->src[0]->ne[0], group = t->src[0]->ne[1] / t->ip[0];
+    const int64_t rows = kTile * group;
+    // K and V rows in f32, then per (token, head): query, f32 and f16 accumulators, state
+    return sizeof(float) * 2 * size_t(D) + size_t(rows) * (sizeof(float) * 2 * size_t(D) + 2 * size_t(D) + sizeof(Row)) + 64;
+}
+
 void op_attention(const OpCtx& c, Tensor* t) {
     const Tensor* q = t->src[0];
     const Tensor* kc = t->src[1];
     const Tensor* vc = t->src[2];
     const int32_t* pos = reinterpret_cast<const int32_t*>(c.ptr(t->src[3]));
-    const int64_t head_dim = q->ne[0], n_head = q->ne[1], T = q->ne[2];
+    const int64_t D = q->ne[0], n_head = q->ne[1], T = q->ne[2];
     const int n_head_kv = t->ip[0], window = t->ip[1];
     const float scale = t->fp[0], softcap = t->fp[1];
     const int64_t group = n_head / n_head_kv;
-    const size_t head_bytes = row_bytes(kc->type, head_dim);
+    const size_t head_bytes = row_bytes(kc->type, D);
     const bool f16_k = kc->type == DType::F16, f16_v = vc->type == DType::F16;
+    const int64_t rows = kTile * group;
 
-    float* qv = reinterpret_cast<float*>(c.thread_work());
-    float* row = qv + head_dim;
-    float* acc = row + head_dim;
-    uint16_t* acc16 = reinterpret_cast<uint16_t*>(acc + head_dim);
+    float* krow = reinterpret_cast<float*>(c.thread_work());
+    float* vrow = krow + D;
+    float* qv = vrow + D;             // [rows][D]
+    float* acc = qv + rows * D;       // [rows][D]
+    uint16_t* acc16 = reinterpret_cast<uint16_t*>(acc + rows * D);  // [rows][D]
+    Row* st = reinterpret_cast<Row*>(acc16 + rows * D);
 
+    const int64_t n_tiles = (T + kTile - 1) / kTile;
     int64_t b, e;
-    c.range(T * n_head, b, e);
-    for (int64_t r = b; r < e; r++) {
-        const int64_t tok = r / n_head, h = r % n_head, hk = h / group;
-        const float* qsrc = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
-        for (int64_t i = 0; i < head_dim; i++) qv[i] = f16_k ? fp16_to_f32(f32_to_fp16(qsrc[i])) : qsrc[i];
-        const int64_t last = pos[tok];
-        const int64_t first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
-        float M = -INFINITY, S = 0.0f;
-        std::fill(acc, acc + head_dim, 0.0f);
-        std::fill(acc16, acc16 + head_dim, uint16_t(0));
-        for (int64_t j = first; j <= last; j++) {
-            dequantize_row(kc->type, c.ptr(kc) + size_t(j) * kc->nb[1] + size_t(hk) * head_bytes, row, head_dim);
-            float s = 0;
-            for (int64_t i = 0; i < head_dim; i++) s += qv[i] * row[i];
-            if (softcap > 0) s = softcap * std::tanh(s * (scale / softcap));
-            else s *= scale;
-            float ms = 1.0f, vs = 1.0f;
-            if (s > M) {
-                const float Mold = M;
-                M = s;
-                ms = std::exp(Mold - M);
-                if (f16_v)
-                    for (int64_t i = 0; i < head_dim; i++) acc16[i] = f32_to_fp16(fp16_to_f32(acc16[i]) * ms);
-                else
-                    for (int64_t i = 0; i < head_dim; i++) acc[i] *= ms;
-            } else {
-                vs = std::exp(s - M);
+    c.range(n_head_kv * n_tiles, b, e);
+    for (int64_t item = b; item < e; item++) {
+        const int64_t hk = item / n_tiles, t0 = (item % n_tiles) * kTile, t1 = std::min(T, t0 + kTile);
+        int64_t lo = INT64_MAX, hi = -1;  // positions any token of the tile attends to
+        for (int64_t tok = t0; tok < t1; tok++) {
+            const int64_t last = pos[tok], first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
+            lo = std::min(lo, first);
+            hi = std::max(hi, last);
+            for (int64_t g = 0; g < group; g++) {
+                const int64_t r = (tok - t0) * group + g, h = hk * group + g;
+                const float* qs = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
+                for (int64_t i = 0; i < D; i++) qv[r * D + i] = f16_k ? fp16_to_f32(f32_to_fp16(qs[i])) : qs[i];
+                st[r] = {-INFINITY, 0.0f};
+                std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
+                std::fill(acc16 + r * D, acc16 + (r + 1) * D, uint16_t(0));
             }
-            dequantize_row(vc->type, c.ptr(vc) + size_t(j) * vc->nb[1] + size_t(hk) * head_bytes, row, head_dim);
-            if (f16_v)
-                for (int64_t i = 0; i < head_dim; i++) acc16[i] = f32_to_fp16(std::fma(row[i], vs, fp16_to_f32(acc16[i])));
-            else
-                for (int64_t i = 0; i < head_dim; i++) acc[i] = std::fma(row[i], vs, acc[i]);
-            S = S * ms + vs;
         }
-        float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(tok) * t->nb[1]) + h * head_dim;
-        const float inv = 1.0f / S;
-        for (int64_t i = 0; i < head_dim; i++) out[i] = (f16_v ? fp16_to_f32(acc16[i]) : acc[i]) * inv;
+        for (int64_t j = lo; j <= hi; j++) {
+            dequantize_row(kc->type, c.ptr(kc) + size_t(j) * kc->nb[1] + size_t(hk) * head_bytes, krow, D);
+            dequantize_row(vc->type, c.ptr(vc) + size_t(j) * vc->nb[1] + size_t(hk) * head_bytes, vrow, D);
+            for (int64_t tok = t0; tok < t1; tok++) {
+                const int64_t last = pos[tok], first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
+                if (j < first || j > last) continue;
+                for (int64_t g = 0; g < group; g++) {
+                    const int64_t r = (tok - t0) * group + g;
+                    float s = dot(qv + r * D, krow, D);
+                    if (softcap > 0) s = softcap * std::tanh(s * (scale / softcap));
+                    else s *= scale;
+                    float ms = 1.0f, vs = 1.0f;
+                    Row& R = st[r];
+                    float* a = acc + r * D;
+                    uint16_t* a16 = acc16 + r * D;
+                    if (s > R.M) {
+                        const float Mold = R.M;
+                        R.M = s;
+                        ms = std::exp(Mold - R.M);
+                        if (f16_v)
+                            for (int64_t i = 0; i < D; i++) a16[i] = f32_to_fp16(fp16_to_f32(a16[i]) * ms);
+                        else
+                            for (int64_t i = 0; i < D; i++) a[i] *= ms;
+                    } else {
+                        vs = std::exp(s - R.M);
+                    }
+                    if (f16_v)
+                        for (int64_t i = 0; i < D; i++) a16[i] = f32_to_fp16(std::fma(vrow[i], vs, fp16_to_f32(a16[i])));
+                    else
+                        for (int64_t i = 0; i < D; i++) a[i] = std::fma(vrow[i], vs, a[i]);
+                    R.S = R.S * ms + vs;
+                }
+            }
+        }
+        for (int64_t tok = t0; tok < t1; tok++)
+            for (int64_t g = 0; g < group; g++) {
+                const int64_t r = (tok - t0) * group + g, h = hk * group + g;
+                float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(tok) * t->nb[1]) + h * D;
+                const float inv = 1.0f / st[r].S;
+                for (int64_t i = 0; i < D; i++) out[i] = (f16_v ? fp16_to_f32(acc16[r * D + i]) : acc[r * D + i]) * inv;
+            }
     }
 }
 
