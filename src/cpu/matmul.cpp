@@ -1,5 +1,11 @@
-// matmul_rows: argument checks, then the SIMD kernels (matmul_tile_avx512.cpp / matmul_tile_avx2.cpp
-// for several tokens, matmul_gemv_avx2.cpp for a few) or a loop of dot products.
+// matmul_rows: argument checks, then the SIMD tile kernels (matmul_tile_avx512.cpp /
+// matmul_tile_avx2.cpp) or a loop of dot products.
+//
+// Every batch size goes through the same kernel, so a token's result does not depend on how many
+// tokens share its forward pass: a prompt read in one batch or in pieces (chat's KV reuse,
+// speculative verification) gives bit-identical logits. A faster kernel for 1-3 tokens (removed
+// after 5438091, matmul_gemv_avx2.cpp) summed in another order and broke that; a replacement
+// must add up each output exactly as the tiles do.
 #include "cpu/matmul.h"
 
 #include "cpu/matmul_impl.h"
@@ -11,10 +17,6 @@
 namespace lumen::cpu {
 
 namespace {
-
-// Below this many tokens the tiles' decode cost is not paid back; each weight row is then read
-// once and dotted with every token while it sits in L1.
-constexpr int64_t kMinTiledTokens = 4;
 
 VecDotFn checked_kernel(DType wt, VecDotFn f, int64_t K) {
     const DTypeInfo* info = dtype_info(uint32_t(wt));
@@ -44,7 +46,7 @@ void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void*
     if (n_rows_begin >= n_rows_end || M <= 0) return;
     const MatmulArgs a{wt, static_cast<const uint8_t*>(W), w_row_stride_bytes, static_cast<const uint8_t*>(Xq),
                        x_row_stride_bytes, Y, ldy, K, n_rows_begin, n_rows_end, M};
-    if (M >= kMinTiledTokens ? avx512::matmul_tiled(a) || avx2::matmul_tiled(a) : avx2::matmul_few_tokens(a)) return;
+    if (avx512::matmul_tiled(a) || avx2::matmul_tiled(a)) return;
     dot_loop(dot, a);
 }
 

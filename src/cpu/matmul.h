@@ -19,10 +19,9 @@ void quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
 // this on disjoint row ranges; ranges that are multiples of 16 rows keep the SIMD tiles whole.
 // Unsupported types throw lumen::Error.
 //
-// M < 4 streams W once, each row dotted with the M tokens while it is in L1 (reading W is the cost).
-// For larger M, tiles of 8 weight rows (16 with AVX-512 VNNI) are decoded once into an interleaved
-// scratch copy and multiplied with 4 tokens at a time, so each weight byte fetched serves many
-// outputs and the row sums need no horizontal adds.
+// Tiles of 8 weight rows (16 with AVX-512 VNNI) are decoded once into an interleaved scratch copy
+// and multiplied with 4 tokens at a time, so each weight byte fetched serves many outputs and the
+// row sums need no horizontal adds. Every M takes this path, so results do not depend on the batch.
 void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void* Xq, size_t x_row_stride_bytes,
                  float* Y, int64_t ldy, int64_t K, int64_t n_rows_begin, int64_t n_rows_end, int64_t M);
 

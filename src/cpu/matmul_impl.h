@@ -18,11 +18,9 @@ struct MatmulArgs {
 };
 
 namespace avx2 {
-// Runs the product with the tiled kernels (meant for 4+ tokens); false if this build or type has
-// none (the caller then loops over vec_dot).
+// Runs the product with the tiled kernels, for any number of tokens; false if this build or type
+// has none (the caller then loops over vec_dot).
 bool matmul_tiled(const MatmulArgs& a);
-// Runs the product 4 weight rows at a time per token (meant for 1-3 tokens); false if none.
-bool matmul_few_tokens(const MatmulArgs& a);
 // Vectorised activation quantizers; false if none for vec_type in this build.
 bool quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
 }  // namespace avx2
