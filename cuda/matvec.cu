@@ -1,5 +1,6 @@
-// Decode-time matrix x vector(s): each warp owns one weight row, its lanes stride over the row's
-// 32-element chunks, decode them once and reuse them for up to kMaxCols activation rows.
+// Decode-time matrix x vector(s): each warp owns one weight row, stages it in shared memory, and its
+// lanes decode it a few elements at a time, reusing each decoded weight for up to kMaxCols
+// activation rows.
 #include <cuda_fp16.h>
 
 #include "kernels.h"
@@ -23,6 +24,30 @@ __host__ __device__ constexpr int seg_elems() {
     return (kSegBytes - 16) / Layout<T>::bytes * Layout<T>::block / 256 * 256;
 }
 
+// Copies bytes [b0, b1) of row w into the warp's shared memory with 16-byte loads, all issued
+// before any is used; returns where byte b0 landed (the copy starts at a 16-byte boundary).
+__device__ __forceinline__ int stage_row(const uint8_t* w, size_t b0, size_t b1, uint8_t* sm, int lane) {
+    const uintptr_t start = reinterpret_cast<uintptr_t>(w + b0), aligned = start & ~uintptr_t(15);
+    const int lead = int(start - aligned);
+    const int n16 = int((lead + (b1 - b0) + 15) / 16);
+    const uint4* src = reinterpret_cast<const uint4*>(aligned);
+    __syncwarp();
+    for (int i = lane; i < n16; i += 32) reinterpret_cast<uint4*>(sm)[i] = __ldg(src + i);
+    __syncwarp();
+    return lead;
+}
+
+// Sums each column's partial dot products across the warp and writes Y[m][row].
+__device__ __forceinline__ void store_rows(const float* acc, int M, float* Y, int64_t ldy, int row, int lane) {
+    #pragma unroll
+    for (int m = 0; m < kMaxCols; m++) {
+        if (m >= M) break;
+        float s = acc[m];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+        if (lane == 0) Y[size_t(m) * ldy + row] = s;
+    }
+}
+
 // The warp first copies its row segment to shared memory with 16-byte loads (all issued before any
 // is used, so many bytes are in flight), then decodes 32-element chunks from there.
 template <int T>
@@ -42,13 +67,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_kernel(const
     for (int e0 = 0; e0 < K; e0 += kSegElems) {
         const int n_el = min(kSegElems, K - e0);
         const size_t b0 = size_t(e0 / B) * S, b1 = size_t((e0 + n_el) / B) * S;
-        const uintptr_t start = reinterpret_cast<uintptr_t>(w + b0), aligned = start & ~uintptr_t(15);
-        const int lead = int(start - aligned);
-        const int n16 = int((lead + (b1 - b0) + 15) / 16);
-        const uint4* src = reinterpret_cast<const uint4*>(aligned);
-        __syncwarp();
-        for (int i = lane; i < n16; i += 32) reinterpret_cast<uint4*>(sm)[i] = __ldg(src + i);
-        __syncwarp();
+        const int lead = stage_row(w, b0, b1, sm, lane);
         // Lane l takes elements 4l..4l+3 of each 128: the activation reads are coalesced float4s.
         for (int e = 4 * lane; e < n_el; e += 128) {
             decode4<T>(sm + lead, e, y);
@@ -60,13 +79,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_kernel(const
             }
         }
     }
-    #pragma unroll
-    for (int m = 0; m < kMaxCols; m++) {
-        if (m >= M) break;
-        float s = acc[m];
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
-        if (lane == 0) Y[size_t(m) * ldy + row] = s;
-    }
+    store_rows(acc, M, Y, ldy, row, lane);
 }
 
 // Activations as int8 for the integer path: per 32 elements a float scale d and q = round(x / d).
@@ -113,13 +126,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_q8_kernel(co
     for (int e0 = 0; e0 < K; e0 += kSegElems) {
         const int n_el = min(kSegElems, K - e0);
         const size_t b0 = size_t(e0 / 32) * S, b1 = size_t((e0 + n_el) / 32) * S;
-        const uintptr_t start = reinterpret_cast<uintptr_t>(w + b0), aligned = start & ~uintptr_t(15);
-        const int lead = int(start - aligned);
-        const int n16 = int((lead + (b1 - b0) + 15) / 16);
-        const uint4* src = reinterpret_cast<const uint4*>(aligned);
-        __syncwarp();
-        for (int i = lane; i < n16; i += 32) reinterpret_cast<uint4*>(sm)[i] = __ldg(src + i);
-        __syncwarp();
+        const int lead = stage_row(w, b0, b1, sm, lane);
         for (int e = 8 * lane; e < n_el; e += 256) {
             const uint8_t* b = sm + lead + (e / 32) * S;
             const int idx = e % 32;
@@ -156,13 +163,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_q8_kernel(co
             }
         }
     }
-    #pragma unroll
-    for (int m = 0; m < kMaxCols; m++) {
-        if (m >= M) break;
-        float s = acc[m];
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
-        if (lane == 0) Y[size_t(m) * ldy + row] = s;
-    }
+    store_rows(acc, M, Y, ldy, row, lane);
 }
 
 template <int T>
