@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "cpu/ops.h"
-#include "tensor/half.h"
 #include "tensor/quant.h"
 
 namespace lumen::cpu {
@@ -35,9 +34,9 @@ void op_kv_write(const OpCtx& c, Tensor* t) {
     }
 }
 
-// Online softmax over the cached positions in order, as llama.cpp's CPU flash attention does it,
-// so that greedy text matches it token for token: with an F16 cache the query is rounded to f16
-// and the weighted sum of V is accumulated in f16 (each step rounded), otherwise in f32.
+// Online softmax over the cached positions in order (as llama.cpp's CPU flash attention), in f32.
+// (Rounding the query to f16 and accumulating V in f16, as llama.cpp does below 64 query tokens,
+// was tried: it did not bring greedy text closer to llama.cpp's and moved perplexity away.)
 //
 // Work items are (KV head, tile of kTile tokens): each cached K/V row is converted to f32 once
 // and used by every query head of the group for every token of the tile.
@@ -62,8 +61,8 @@ inline float dot(const float* a, const float* b, int64_t n) {
 size_t attention_work(const Tensor* t) {
     const int64_t D = t->src[0]->ne[0], group = t->src[0]->ne[1] / t->ip[0];
     const int64_t rows = kTile * group;
-    // K and V rows in f32, then per (token, head): query, f32 and f16 accumulators, state
-    return sizeof(float) * 2 * size_t(D) + size_t(rows) * (sizeof(float) * 2 * size_t(D) + 2 * size_t(D) + sizeof(Row)) + 64;
+    // K and V rows in f32, then per (token, head): query, accumulator, softmax state
+    return sizeof(float) * 2 * size_t(D) + size_t(rows) * (sizeof(float) * 2 * size_t(D) + sizeof(Row)) + 64;
 }
 
 void op_attention(const OpCtx& c, Tensor* t) {
@@ -76,15 +75,13 @@ void op_attention(const OpCtx& c, Tensor* t) {
     const float scale = t->fp[0], softcap = t->fp[1];
     const int64_t group = n_head / n_head_kv;
     const size_t head_bytes = row_bytes(kc->type, D);
-    const bool f16_k = kc->type == DType::F16, f16_v = vc->type == DType::F16;
     const int64_t rows = kTile * group;
 
     float* krow = reinterpret_cast<float*>(c.thread_work());
     float* vrow = krow + D;
     float* qv = vrow + D;             // [rows][D]
     float* acc = qv + rows * D;       // [rows][D]
-    uint16_t* acc16 = reinterpret_cast<uint16_t*>(acc + rows * D);  // [rows][D]
-    Row* st = reinterpret_cast<Row*>(acc16 + rows * D);
+    Row* st = reinterpret_cast<Row*>(acc + rows * D);
 
     const int64_t n_tiles = (T + kTile - 1) / kTile;
     int64_t b, e;
@@ -99,10 +96,9 @@ void op_attention(const OpCtx& c, Tensor* t) {
             for (int64_t g = 0; g < group; g++) {
                 const int64_t r = (tok - t0) * group + g, h = hk * group + g;
                 const float* qs = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
-                for (int64_t i = 0; i < D; i++) qv[r * D + i] = f16_k ? fp16_to_f32(f32_to_fp16(qs[i])) : qs[i];
+                std::copy(qs, qs + D, qv + r * D);
                 st[r] = {-INFINITY, 0.0f};
                 std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
-                std::fill(acc16 + r * D, acc16 + (r + 1) * D, uint16_t(0));
             }
         }
         for (int64_t j = lo; j <= hi; j++) {
@@ -119,22 +115,15 @@ void op_attention(const OpCtx& c, Tensor* t) {
                     float ms = 1.0f, vs = 1.0f;
                     Row& R = st[r];
                     float* a = acc + r * D;
-                    uint16_t* a16 = acc16 + r * D;
                     if (s > R.M) {
                         const float Mold = R.M;
                         R.M = s;
                         ms = std::exp(Mold - R.M);
-                        if (f16_v)
-                            for (int64_t i = 0; i < D; i++) a16[i] = f32_to_fp16(fp16_to_f32(a16[i]) * ms);
-                        else
-                            for (int64_t i = 0; i < D; i++) a[i] *= ms;
+                        for (int64_t i = 0; i < D; i++) a[i] *= ms;
                     } else {
                         vs = std::exp(s - R.M);
                     }
-                    if (f16_v)
-                        for (int64_t i = 0; i < D; i++) a16[i] = f32_to_fp16(std::fma(vrow[i], vs, fp16_to_f32(a16[i])));
-                    else
-                        for (int64_t i = 0; i < D; i++) a[i] = std::fma(vrow[i], vs, a[i]);
+                    for (int64_t i = 0; i < D; i++) a[i] = std::fma(vrow[i], vs, a[i]);
                     R.S = R.S * ms + vs;
                 }
             }
@@ -144,7 +133,7 @@ void op_attention(const OpCtx& c, Tensor* t) {
                 const int64_t r = (tok - t0) * group + g, h = hk * group + g;
                 float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(tok) * t->nb[1]) + h * D;
                 const float inv = 1.0f / st[r].S;
-                for (int64_t i = 0; i < D; i++) out[i] = (f16_v ? fp16_to_f32(acc16[r * D + i]) : acc[r * D + i]) * inv;
+                for (int64_t i = 0; i < D; i++) out[i] = acc[r * D + i] * inv;
             }
     }
 }

@@ -288,15 +288,14 @@ void all_ops(bool gpu) {
     for (int64_t D : {64, 128}) {
         CAPTURE(D);
         check_op("attention f32 cache", [&](Case& c) { return build_attention(c, DType::F32, 0, 0, D); }, 1e-5, 1e-4, gpu);
-        // With an F16 cache the CPU accumulates V in f16, as llama.cpp's CPU flash attention does.
-        check_op("attention f16 cache", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D); }, 1e-3, 1e-4, gpu);
+        check_op("attention f16 cache", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D); }, 1e-5, 1e-4, gpu);
         check_op("attention q8_0 cache", [&](Case& c) { return build_attention(c, DType::Q8_0, 0, 0, D); }, 1e-5, 1e-4, gpu);
         check_op("attention window 3", [&](Case& c) { return build_attention(c, DType::F32, 3, 0, D); }, 1e-5, 1e-4, gpu);
         check_op("attention softcap", [&](Case& c) { return build_attention(c, DType::F32, 0, 0.5f, D); }, 1e-5, 1e-4, gpu);
         check_op("attention, long cache, 2 tokens", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D, 2, 4096, 3000); },
-                 1e-3, 1e-4, gpu);
+                 1e-4, 1e-4, gpu);  // f32 sums over 3000 positions
         check_op("attention, long cache, window", [&](Case& c) { return build_attention(c, DType::F16, 700, 0, D, 1, 4096, 2500); },
-                 1e-3, 1e-4, gpu);
+                 1e-4, 1e-4, gpu);
     }
 }
 
