@@ -170,13 +170,6 @@ public:
         check(cudaStreamSynchronize(stream_), "synchronize");
     }
 
-    void copy_state_rows(Tensor* dst, int64_t to, const Tensor* src, int64_t from, int64_t n) override {
-        check(cudaMemcpyAsync(static_cast<uint8_t*>(dst->data) + size_t(to) * dst->nb[1],
-                              static_cast<const uint8_t*>(src->data) + size_t(from) * src->nb[1],
-                              size_t(n) * src->nb[1], cudaMemcpyDeviceToDevice, stream_),
-              "copy cache rows");
-    }
-
     void release(Graph& g) override {
         auto it = graphs_.find(&g);
         if (it == graphs_.end()) return;

@@ -79,9 +79,4 @@ void CpuBackend::read(const Tensor* t, void* dst, size_t bytes) {
     std::memcpy(dst, c.ptr(t), bytes);
 }
 
-void CpuBackend::copy_state_rows(Tensor* dst, int64_t to, const Tensor* src, int64_t from, int64_t n) {
-    std::memmove(static_cast<uint8_t*>(dst->data) + size_t(to) * dst->nb[1],
-                 static_cast<const uint8_t*>(src->data) + size_t(from) * src->nb[1], size_t(n) * src->nb[1]);
-}
-
 }  // namespace lumen

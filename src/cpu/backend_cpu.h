@@ -18,7 +18,6 @@ public:
     void prepare(Graph& g) override;
     void compute(Graph& g) override;
     void read(const Tensor* t, void* dst, size_t bytes) override;
-    void copy_state_rows(Tensor* dst, int64_t to, const Tensor* src, int64_t from, int64_t n) override;
 
 private:
     ThreadPool pool_;

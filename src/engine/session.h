@@ -32,7 +32,6 @@ public:
     void truncate(int n);
     const Model& model() const { return m_; }
     Backend& backend() { return *be_; }
-    size_t kv_bytes() const { return kv_.bytes(); }
 
 private:
     ForwardGraph& graph_for(int n_tokens, int n_out);

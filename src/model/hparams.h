@@ -28,7 +28,6 @@ struct HParams {
     RopeScaling rope_scaling = RopeScaling::None;
     float rope_scale_factor = 1.0f;  // context extension factor
     int rope_orig_ctx = 0;           // rope.scaling.original_context_length
-    float rope_low_freq_factor = 1.0f, rope_high_freq_factor = 4.0f;  // llama3 scaling
     float yarn_beta_fast = 32.0f, yarn_beta_slow = 1.0f;
     bool tied_embeddings = false;    // no output.weight: the token embedding is reused
     int64_t n_params = 0;            // sum of tensor elements

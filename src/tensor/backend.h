@@ -20,8 +20,6 @@ public:
     virtual void compute(Graph& g) = 0;
     // Copies an output tensor (contiguous) into host memory.
     virtual void read(const Tensor* t, void* dst, size_t bytes) = 0;
-    // Copies rows [from, from + n) of state tensor src into rows starting at `to` of dst.
-    virtual void copy_state_rows(Tensor* dst, int64_t to, const Tensor* src, int64_t from, int64_t n) = 0;
     // The graph is about to be destroyed: drop anything kept for it (captured CUDA graphs).
     virtual void release(Graph&) {}
 };

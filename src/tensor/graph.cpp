@@ -78,16 +78,6 @@ Tensor* Graph::reshape(Tensor* a, int64_t ne0, int64_t ne1, int64_t ne2) {
     return t;
 }
 
-Tensor* Graph::view_rows(Tensor* a, int64_t ne0, int64_t ne1, size_t nb1, size_t offset) {
-    Tensor* t = new_op(Op::View, a->type, ne0, ne1, 1);
-    t->nb[1] = nb1;
-    t->nb[2] = t->nb[3] = nb1 * size_t(ne1);
-    t->src[0] = a;
-    t->view_src = a;
-    t->view_offset = offset;
-    return t;
-}
-
 Tensor* Graph::get_rows(Tensor* table, Tensor* ids) {
     check(ids->type == DType::I32, "get_rows", "ids must be I32");
     Tensor* t = new_op(Op::GetRows, DType::F32, table->ne[0], ids->ne[0]);

@@ -29,7 +29,6 @@ public:
 
     // Shape changes without copying.
     Tensor* reshape(Tensor* a, int64_t ne0, int64_t ne1, int64_t ne2 = 1);
-    Tensor* view_rows(Tensor* a, int64_t ne0, int64_t ne1, size_t nb1, size_t offset);
 
     // Ops (see Op in tensor.h).
     Tensor* get_rows(Tensor* table, Tensor* ids);
