@@ -39,10 +39,15 @@ void CpuBackend::prepare(Graph& g) {
     }
     size_t need = work_shared_ + work_per_thread_ * size_t(pool_.size());
     if (work_.size() < need) work_.resize(need);
+    prepared_ = &g;
+}
+
+void CpuBackend::release(Graph& g) {
+    if (prepared_ == &g) prepared_ = nullptr;
 }
 
 void CpuBackend::compute(Graph& g) {
-    prepare(g);
+    if (prepared_ != &g) prepare(g);  // sizing walks every node: not once per token
     const size_t shared = work_shared_, per_thread = work_per_thread_;
     const std::vector<Tensor*>& nodes = g.nodes();
     pool_.run([&](int ith, int nth) {

@@ -18,11 +18,13 @@ public:
     void prepare(Graph& g) override;
     void compute(Graph& g) override;
     void read(const Tensor* t, void* dst, size_t bytes) override;
+    void release(Graph& g) override;
 
 private:
     ThreadPool pool_;
     std::vector<uint8_t> arena_, work_;
     size_t work_shared_ = 0, work_per_thread_ = 0;
+    const Graph* prepared_ = nullptr;  // the graph the buffers were last sized for
     std::vector<std::unique_ptr<uint8_t[]>> states_;
 };
 
