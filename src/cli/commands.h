@@ -12,5 +12,6 @@ void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_chat(CLI::App& app);
+void add_batch(CLI::App& app);
 
 }  // namespace lumen::cli

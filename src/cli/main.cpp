@@ -14,6 +14,7 @@ static std::vector<std::string> normalise_args(int argc, char** argv) {
         std::string a = argv[i];
         if (a == "-pg") a = "--pg";
         else if (a == "-ub") a = "--ubatch-size";
+        else if (a == "-np") a = "--parallel";
         args.push_back(a);
     }
     return args;
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
     lumen::cli::add_bench(app);
     lumen::cli::add_quantize(app);
     lumen::cli::add_chat(app);
+    lumen::cli::add_batch(app);
     try {
         std::vector<std::string> args = normalise_args(argc, argv);
         app.parse(args);
