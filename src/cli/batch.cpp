@@ -120,6 +120,10 @@ void run(Opts& o) {
         report(in.duplicates, o.prompts, true);
     }
     if (o.strict && !malformed.empty()) report(malformed, o.prompts, true);
+    if (in.items.empty()) {
+        report(malformed, o.prompts, false);
+        fail("-f ", o.prompts, ": no usable prompts in the file");
+    }
     const bool any_messages =
         std::any_of(in.items.begin(), in.items.end(), [](const batch::Item& it) { return !it.messages.empty(); });
     if (!o.system.empty() && !o.chat && !any_messages)
@@ -281,14 +285,14 @@ void run(Opts& o) {
 
     // The summary.
     const SchedulerStats& st = sched.stats();
-    std::string line = "lumen batch: " + std::to_string(n_done) + " generations";
+    std::string line = "lumen batch: " + std::to_string(n_done) + (n_done == 1 ? " generation" : " generations");
     if (already > 0) line += ", " + std::to_string(already) + " already in " + o.output;
     if (!malformed.empty()) line += ", " + std::to_string(malformed.size()) + " malformed lines skipped";
     line += " | prompts " + std::to_string(prompt_tokens) + " tokens";
     if (cached_tokens > 0) line += " (" + std::to_string(cached_tokens) + " from shared prefix blocks)";
     line += " | generated " + std::to_string(gen_tokens) + " tokens in " + fmt("%.2f", secs) + " s, " +
             fmt("%.1f", secs > 0 ? double(gen_tokens) / secs : 0.0) + " t/s aggregate";
-    line += " | " + std::to_string(st.steps) + " steps, " + sched.backend().name();
+    line += " | " + std::to_string(st.steps) + (st.steps == 1 ? " step, " : " steps, ") + sched.backend().name();
     if (st.block_size > 0 && st.kv_blocks_total > 0) {
         line += " | KV blocks peak " + std::to_string(st.kv_blocks_peak) + " of " + std::to_string(st.kv_blocks_total) +
                 " (" + std::to_string(st.block_size) + " tokens each)";
