@@ -1,5 +1,5 @@
-// KV-cache writes and attention on the GPU. Cache rows hold head_dim * n_head_kv elements per
-// position (F16, F32 or Q8_0). Attention: one block per (head, token), four warps splitting the
+// KV-cache writes and attention on the GPU. Cache rows hold head_dim * n_head_kv elements (F16, F32
+// or Q8_0); a sequence's positions are found through its block table (paged attention). Attention: one block per (head, token), four warps splitting the
 // cached positions, each keeping an online softmax; the warps' partial results are merged at the end.
 #include <cuda_fp16.h>
 
@@ -38,7 +38,7 @@ __device__ __forceinline__ size_t head_offset(int hk, int D) {
 template <int CT, int EPL>  // EPL: elements per lane = head_dim / 32
 __global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size_t q_nb2, const uint8_t* __restrict__ kc,
                                  const uint8_t* __restrict__ vc, size_t row_bytes, const int32_t* __restrict__ pos,
-                                 float* __restrict__ out, size_t out_nb1, int n_head, int group, float scale,
+                                 PagedKV paged, float* __restrict__ out, size_t out_nb1, int n_head, int group, float scale,
                                  int window, float softcap, int chunk, float* __restrict__ partial) {
     constexpr int D = EPL * 32;
     const int h = blockIdx.x, t = blockIdx.y, hk = h / group, split = blockIdx.z;
@@ -53,9 +53,12 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size
     const int last = min(pos[t], (split + 1) * chunk - 1);
     const int first = max(window > 0 ? max(0, pos[t] - window + 1) : 0, split * chunk);
     const size_t hoff = head_offset<CT>(hk, D);
+    const int32_t* blocks = paged.table + size_t(paged.seq[t]) * paged.max_blocks;
+    const int bs = paged.block_size;
     float m = -INFINITY, l = 0.0f;
     for (int j = first + warp; j <= last; j += kWarps) {
-        const uint8_t* krow = kc + size_t(j) * row_bytes + hoff;
+        const size_t row = size_t(blocks[j / bs]) * bs + j % bs;
+        const uint8_t* krow = kc + row * row_bytes + hoff;
         float s = 0.0f;
         #pragma unroll
         for (int i = 0; i < EPL; i++) s += qv[i] * cache_at<CT>(krow, i * 32 + lane);
@@ -64,7 +67,7 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t q_nb1, size
         const float m_new = fmaxf(m, s);
         const float corr = __expf(m - m_new), p = __expf(s - m_new);
         l = l * corr + p;
-        const uint8_t* vrow = vc + size_t(j) * row_bytes + hoff;
+        const uint8_t* vrow = vc + row * row_bytes + hoff;
         #pragma unroll
         for (int i = 0; i < EPL; i++) acc[i] = acc[i] * corr + p * cache_at<CT>(vrow, i * 32 + lane);
         m = m_new;
@@ -123,12 +126,12 @@ __global__ void combine_kernel(const float* __restrict__ partial, float* __restr
 }
 
 // One warp per 32 elements of a row.
-__global__ void kv_write_kernel(int ct, uint8_t* cache, size_t row_bytes, const float* k, const int32_t* pos, int width) {
+__global__ void kv_write_kernel(int ct, uint8_t* cache, size_t row_bytes, const float* k, const int32_t* rows, int width) {
     const int t = blockIdx.y;
     const int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= width) return;
     const float x = k[size_t(t) * width + e];
-    uint8_t* row = cache + size_t(pos[t]) * row_bytes;
+    uint8_t* row = cache + size_t(rows[t]) * row_bytes;
     if (ct == T_F16) {
         reinterpret_cast<__half*>(row)[e] = __float2half(x);
     } else if (ct == T_F32) {
@@ -145,10 +148,10 @@ __global__ void kv_write_kernel(int ct, uint8_t* cache, size_t row_bytes, const 
 
 }  // namespace
 
-void kv_write(int ct, void* cache, size_t row_bytes, const float* k, const int32_t* pos, int64_t width, int64_t T,
+void kv_write(int ct, void* cache, size_t row_bytes, const float* k, const int32_t* rows, int64_t width, int64_t T,
               cudaStream_t s) {
     dim3 grid(unsigned((width + 127) / 128), unsigned(T));
-    kv_write_kernel<<<grid, 128, 0, s>>>(ct, static_cast<uint8_t*>(cache), row_bytes, k, pos, int(width));
+    kv_write_kernel<<<grid, 128, 0, s>>>(ct, static_cast<uint8_t*>(cache), row_bytes, k, rows, int(width));
 }
 
 int attention_splits(int64_t n_head, int64_t T, int64_t n_ctx) {
@@ -159,8 +162,9 @@ int attention_splits(int64_t n_head, int64_t T, int64_t n_ctx) {
 }
 
 void attention(int ct, const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc, size_t row_bytes,
-               const int32_t* pos, float* out, size_t out_nb1, int64_t D, int64_t n_head, int64_t n_head_kv,
-               int64_t T, int64_t n_ctx, float scale, int window, float softcap, float* partial, cudaStream_t s) {
+               const int32_t* pos, const PagedKV& paged, float* out, size_t out_nb1, int64_t D, int64_t n_head,
+               int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window, float softcap, float* partial,
+               cudaStream_t s) {
     const int splits = attention_splits(n_head, T, n_ctx);
     const int chunk = int((n_ctx + splits - 1) / splits);
     const dim3 grid{unsigned(n_head), unsigned(T), unsigned(splits)};
@@ -168,7 +172,7 @@ void attention(int ct, const float* q, size_t q_nb1, size_t q_nb2, const void* k
     float* part = splits > 1 ? partial : nullptr;
     auto launch = [&](auto kernel) {
         kernel<<<grid, kWarps * 32, 0, s>>>(q, q_nb1, q_nb2, static_cast<const uint8_t*>(kc),
-                                            static_cast<const uint8_t*>(vc), row_bytes, pos, out, out_nb1, int(n_head),
+                                            static_cast<const uint8_t*>(vc), row_bytes, pos, paged, out, out_nb1, int(n_head),
                                             group, scale, window, softcap, chunk, part);
         if (part)
             combine_kernel<<<dim3{unsigned(n_head), unsigned(T)}, unsigned(D), 0, s>>>(part, out, out_nb1, int(n_head),

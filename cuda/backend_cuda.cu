@@ -105,7 +105,7 @@ public:
             if (n->op == Op::Attention) {
                 const int64_t d = n->src[0]->ne[0], heads = n->src[0]->ne[1], T = n->src[0]->ne[2];
                 if (d != 64 && d != 128 && d != 256) fail("CUDA backend: attention head size ", d, " is not supported");
-                const int splits = cuda::attention_splits(heads, T, n->src[1]->ne[1]);
+                const int splits = cuda::attention_splits(heads, T, max_positions(n));
                 if (splits > 1) partial = std::max(partial, size_t(heads * T * splits * (d + 2)) * sizeof(float));
             }
             if (n->op == Op::GetRows && n->src[0]->ne[0] % 32)
@@ -257,6 +257,8 @@ private:
         else base = static_cast<uint8_t*>(arena_) + t->offset;  // inputs and intermediates
         return base + off;
     }
+    // The most positions one sequence of an attention op can have: its block table's length.
+    static int64_t max_positions(const Tensor* att) { return att->src[5]->ne[0] * att->ip[2]; }
     const float* f(const Tensor* t) const { return reinterpret_cast<const float*>(ptr(t)); }
     float* fo(const Tensor* t) const { return reinterpret_cast<float*>(ptr(t)); }
 
@@ -353,9 +355,12 @@ private:
                 case Op::Attention: {
                     const Tensor* q = t->src[0];
                     const Tensor* kc = t->src[1];
+                    const cuda::PagedKV paged{reinterpret_cast<const int32_t*>(ptr(t->src[4])),
+                                              reinterpret_cast<const int32_t*>(ptr(t->src[5])), int(t->src[5]->ne[0]),
+                                              t->ip[2]};
                     cuda::attention(int(kc->type), f(q), q->nb[1], q->nb[2], ptr(kc), ptr(t->src[2]), kc->nb[1],
-                                    reinterpret_cast<const int32_t*>(ptr(t->src[3])), fo(t), t->nb[1], q->ne[0], q->ne[1],
-                                    t->ip[0], q->ne[2], kc->ne[1], t->fp[0], t->ip[1], t->fp[1],
+                                    reinterpret_cast<const int32_t*>(ptr(t->src[3])), paged, fo(t), t->nb[1], q->ne[0],
+                                    q->ne[1], t->ip[0], q->ne[2], max_positions(t), t->fp[0], t->ip[1], t->fp[1],
                                     static_cast<float*>(partial_), stream_);
                     break;
                 }

@@ -36,14 +36,22 @@ void rope(const float* x, float* y, const int32_t* pos, const float* factors, in
 void argmax_rows(const float* x, int32_t* out, int64_t n, int64_t rows, cudaStream_t s);
 
 // attention.cu
-void kv_write(int cache_type, void* cache, size_t row_bytes, const float* k, const int32_t* pos, int64_t width,
+void kv_write(int cache_type, void* cache, size_t row_bytes, const float* k, const int32_t* rows, int64_t width,
               int64_t T, cudaStream_t s);
+// Where a token's keys are: position p of sequence seq[t] is cache row
+// table[seq[t] * max_blocks + p / block_size] * block_size + p % block_size.
+struct PagedKV {
+    const int32_t* seq;
+    const int32_t* table;
+    int max_blocks, block_size;
+};
 // Slices of the cache that decode attention is split into (1: no split); the caller provides
-// `partial` with n_head * T * splits * (head_dim + 2) floats when it is more than 1.
+// `partial` with n_head * T * splits * (head_dim + 2) floats when it is more than 1. n_ctx: the most
+// positions a sequence can have.
 int attention_splits(int64_t n_head, int64_t T, int64_t n_ctx);
 void attention(int cache_type, const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc,
-               size_t cache_row_bytes, const int32_t* pos, float* out, size_t out_nb1, int64_t head_dim,
-               int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window, float softcap,
-               float* partial, cudaStream_t s);
+               size_t cache_row_bytes, const int32_t* pos, const PagedKV& paged, float* out, size_t out_nb1,
+               int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window,
+               float softcap, float* partial, cudaStream_t s);
 
 }  // namespace lumen::cuda

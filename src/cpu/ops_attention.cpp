@@ -1,5 +1,6 @@
-// KV-cache writes and attention on the CPU. The cache holds one row per position:
-// {head_dim * n_head_kv} elements in the cache type (F16 by default, Q8_0 as an option).
+// KV-cache writes and attention on the CPU. The cache is a pool of rows of {head_dim * n_head_kv}
+// elements in the cache type (F16 by default, Q8_0 as an option), in blocks; each sequence finds its
+// positions through its block table (paged attention).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -24,13 +25,13 @@ void work_size(const Tensor* t, int n_threads, size_t& shared, size_t& per_threa
 void op_kv_write(const OpCtx& c, Tensor* t) {
     const Tensor* cache = t->src[0];
     const Tensor* k = t->src[1];
-    const int32_t* pos = reinterpret_cast<const int32_t*>(c.ptr(t->src[2]));
+    const int32_t* rows = reinterpret_cast<const int32_t*>(c.ptr(t->src[2]));
     const int64_t width = cache->ne[0], T = t->src[2]->ne[0];
     int64_t b, e;
     c.range(T, b, e);
     for (int64_t r = b; r < e; r++) {
         const float* src = reinterpret_cast<const float*>(c.ptr(k)) + r * width;
-        quantize_row(cache->type, src, c.ptr(cache) + size_t(pos[r]) * cache->nb[1], width);
+        quantize_row(cache->type, src, c.ptr(cache) + size_t(rows[r]) * cache->nb[1], width);
     }
 }
 
@@ -38,8 +39,10 @@ void op_kv_write(const OpCtx& c, Tensor* t) {
 // (Rounding the query to f16 and accumulating V in f16, as llama.cpp does below 64 query tokens,
 // was tried: it did not bring greedy text closer to llama.cpp's and moved perplexity away.)
 //
-// Work items are (KV head, tile of kTile tokens): each cached K/V row is converted to f32 once
-// and used by every query head of the group for every token of the tile.
+// Work items are (KV head, tile of up to kTile consecutive tokens of one sequence): each cached K/V
+// row is converted to f32 once and used by every query head of the group for every token of the
+// tile. Each query still visits its own keys 0..pos in order with the same arithmetic, so its result
+// does not depend on which other tokens or sequences share the batch.
 constexpr int64_t kTile = 16;
 
 namespace {
@@ -61,8 +64,9 @@ inline float dot(const float* a, const float* b, int64_t n) {
 size_t attention_work(const Tensor* t) {
     const int64_t D = t->src[0]->ne[0], group = t->src[0]->ne[1] / t->ip[0];
     const int64_t rows = kTile * group;
-    // K and V rows in f32, then per (token, head): query, accumulator, softmax state
-    return sizeof(float) * 2 * size_t(D) + size_t(rows) * (sizeof(float) * 2 * size_t(D) + sizeof(Row)) + 64;
+    // K and V rows in f32, then per (token, head): query, accumulator, softmax state; tile starts
+    return sizeof(float) * 2 * size_t(D) + size_t(rows) * (sizeof(float) * 2 * size_t(D) + sizeof(Row)) +
+           sizeof(int32_t) * size_t(t->src[0]->ne[2] + 1) + 64;
 }
 
 void op_attention(const OpCtx& c, Tensor* t) {
@@ -70,8 +74,12 @@ void op_attention(const OpCtx& c, Tensor* t) {
     const Tensor* kc = t->src[1];
     const Tensor* vc = t->src[2];
     const int32_t* pos = reinterpret_cast<const int32_t*>(c.ptr(t->src[3]));
+    const int32_t* seq = reinterpret_cast<const int32_t*>(c.ptr(t->src[4]));
+    const int32_t* table = reinterpret_cast<const int32_t*>(c.ptr(t->src[5]));
+    const int64_t max_blocks = t->src[5]->ne[0];
     const int64_t D = q->ne[0], n_head = q->ne[1], T = q->ne[2];
     const int n_head_kv = t->ip[0], window = t->ip[1];
+    const int64_t bs = t->ip[2];
     const float scale = t->fp[0], softcap = t->fp[1];
     const int64_t group = n_head / n_head_kv;
     const size_t head_bytes = row_bytes(kc->type, D);
@@ -82,12 +90,19 @@ void op_attention(const OpCtx& c, Tensor* t) {
     float* qv = vrow + D;             // [rows][D]
     float* acc = qv + rows * D;       // [rows][D]
     Row* st = reinterpret_cast<Row*>(acc + rows * D);
+    int32_t* tiles = reinterpret_cast<int32_t*>(st + rows);  // [n_tiles + 1] first token of each tile
 
-    const int64_t n_tiles = (T + kTile - 1) / kTile;
+    // Every thread cuts the batch the same way: a new tile at each change of sequence or every kTile tokens.
+    int64_t n_tiles = 0;
+    for (int64_t tok = 0; tok < T; tok++)
+        if (tok == 0 || seq[tok] != seq[tok - 1] || tok - tiles[n_tiles - 1] == kTile) tiles[n_tiles++] = int32_t(tok);
+    tiles[n_tiles] = int32_t(T);
+
     int64_t b, e;
     c.range(n_head_kv * n_tiles, b, e);
     for (int64_t item = b; item < e; item++) {
-        const int64_t hk = item / n_tiles, t0 = (item % n_tiles) * kTile, t1 = std::min(T, t0 + kTile);
+        const int64_t hk = item / n_tiles, ti = item % n_tiles, t0 = tiles[ti], t1 = tiles[ti + 1];
+        const int32_t* blocks = table + int64_t(seq[t0]) * max_blocks;
         int64_t lo = INT64_MAX, hi = -1;  // positions any token of the tile attends to
         for (int64_t tok = t0; tok < t1; tok++) {
             const int64_t last = pos[tok], first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
@@ -102,8 +117,9 @@ void op_attention(const OpCtx& c, Tensor* t) {
             }
         }
         for (int64_t j = lo; j <= hi; j++) {
-            dequantize_row(kc->type, c.ptr(kc) + size_t(j) * kc->nb[1] + size_t(hk) * head_bytes, krow, D);
-            dequantize_row(vc->type, c.ptr(vc) + size_t(j) * vc->nb[1] + size_t(hk) * head_bytes, vrow, D);
+            const size_t row = size_t(blocks[j / bs]) * size_t(bs) + size_t(j % bs);
+            dequantize_row(kc->type, c.ptr(kc) + row * kc->nb[1] + size_t(hk) * head_bytes, krow, D);
+            dequantize_row(vc->type, c.ptr(vc) + row * vc->nb[1] + size_t(hk) * head_bytes, vrow, D);
             for (int64_t tok = t0; tok < t1; tok++) {
                 const int64_t last = pos[tok], first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
                 if (j < first || j > last) continue;

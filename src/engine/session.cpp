@@ -17,7 +17,8 @@ Session::Session(const Model& m, std::unique_ptr<Backend> backend, const Session
     if (n_ctx < 8) fail("-c ", n_ctx, ": the context must hold at least 8 tokens");
     if (n_ctx > (1 << 22)) fail("-c ", n_ctx, ": context too large");
     if (opt_.n_batch < 1) fail("-b ", opt_.n_batch, ": the batch size must be at least 1");
-    kv_.init(m, *be_, n_ctx, o.cache_type);
+    n_ctx_ = n_ctx;
+    kv_.init(m, *be_, (n_ctx + kKVBlockSize - 1) / kKVBlockSize, kKVBlockSize, o.cache_type);
 }
 
 ForwardGraph& Session::graph_for(int n_tokens, int n_out) {
@@ -29,7 +30,8 @@ ForwardGraph& Session::graph_for(int n_tokens, int n_out) {
         be_->release(graphs_.begin()->second->g);
         graphs_.erase(graphs_.begin());
     }
-    auto fg = build_forward(m_, kv_, n_tokens, n_out);
+    auto fg = build_forward(m_, kv_, n_tokens, n_out, 1, kv_.n_blocks);
+    for (int b = 0; b < kv_.n_blocks; b++) fg->table_buf[size_t(b)] = b;  // position p is row p
     be_->prepare(fg->g);
     return *(graphs_[key] = std::move(fg));
 }
@@ -37,8 +39,8 @@ ForwardGraph& Session::graph_for(int n_tokens, int n_out) {
 const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, bool all_logits) {
     const int n = int(tokens.size());
     if (n == 0) fail("nothing to evaluate");
-    if (n_past_ + n > kv_.n_ctx)
-        fail("context overflow: ", n_past_, " tokens in the cache + ", n, " new > context size ", kv_.n_ctx,
+    if (n_past_ + n > n_ctx_)
+        fail("context overflow: ", n_past_, " tokens in the cache + ", n, " new > context size ", n_ctx_,
              " (raise -c)");
     const int V = m_.hp.n_vocab;
     for (int32_t t : tokens)
@@ -51,7 +53,7 @@ const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, bool
         ForwardGraph& fg = graph_for(len, n_out);
         for (int i = 0; i < len; i++) {
             fg.tokens_buf[size_t(i)] = tokens[size_t(start + i)];
-            fg.pos_buf[size_t(i)] = n_past_ + i;
+            fg.pos_buf[size_t(i)] = fg.rows_buf[size_t(i)] = n_past_ + i;
         }
         if (n_out == 1) fg.out_buf[0] = len - 1;
         else for (int i = 0; i < n_out; i++) fg.out_buf[size_t(i)] = i;

@@ -1,5 +1,6 @@
 // A session runs one sequence through a model: it owns the backend's KV cache, feeds tokens in
-// batches, and hands back logits. Graphs are built once per batch shape and reused.
+// batches, and hands back logits. Graphs are built once per batch shape and reused. The cache is
+// the paged one of the batch scheduler with a single sequence whose blocks are all its own, in order.
 #pragma once
 #include <map>
 #include <memory>
@@ -27,7 +28,7 @@ public:
     // for every token when all_logits (n_tokens x n_vocab, row-major).
     const std::vector<float>& eval(const std::vector<int32_t>& tokens, bool all_logits = false);
     int n_past() const { return n_past_; }
-    int n_ctx() const { return kv_.n_ctx; }
+    int n_ctx() const { return n_ctx_; }
     // Forgets cached positions >= n (the next eval starts at position n).
     void truncate(int n);
     const Model& model() const { return m_; }
@@ -39,6 +40,7 @@ private:
     std::unique_ptr<Backend> be_;
     KVCache kv_;
     SessionOptions opt_;
+    int n_ctx_ = 0;
     int n_past_ = 0;
     std::map<std::pair<int, int>, std::unique_ptr<ForwardGraph>> graphs_;
     std::vector<float> logits_;

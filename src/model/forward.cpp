@@ -21,7 +21,8 @@ Tensor* linear(Graph& g, Tensor* x, WeightRef w, WeightRef bias) {
 
 }  // namespace
 
-std::unique_ptr<ForwardGraph> build_forward(const Model& m, KVCache& kv, int n_tokens, int n_out) {
+std::unique_ptr<ForwardGraph> build_forward(const Model& m, KVCache& kv, int n_tokens, int n_out, int n_seqs,
+                                            int max_blocks) {
     const HParams& h = m.hp;
     const bool gemma = h.arch == "gemma3";
     auto fg = std::make_unique<ForwardGraph>();
@@ -29,15 +30,20 @@ std::unique_ptr<ForwardGraph> build_forward(const Model& m, KVCache& kv, int n_t
     const int64_t T = n_tokens, D = h.head_dim;
     fg->n_tokens = n_tokens;
     fg->n_out = n_out;
-    fg->tokens_buf.assign(size_t(T), 0);
-    fg->pos_buf.assign(size_t(T), 0);
-    fg->out_buf.assign(size_t(n_out), 0);
-    fg->tokens = g.input(DType::I32, T, 1, "tokens");
-    fg->pos = g.input(DType::I32, T, 1, "positions");
-    fg->out_ids = g.input(DType::I32, n_out, 1, "out_ids");
-    fg->tokens->data = fg->tokens_buf.data();
-    fg->pos->data = fg->pos_buf.data();
-    fg->out_ids->data = fg->out_buf.data();
+    fg->n_seqs = n_seqs;
+    fg->max_blocks = max_blocks;
+    auto input = [&](std::vector<int32_t>& buf, int64_t ne0, int64_t ne1, const char* name) {
+        buf.assign(size_t(ne0 * ne1), 0);
+        Tensor* t = g.input(DType::I32, ne0, ne1, name);
+        t->data = buf.data();
+        return t;
+    };
+    fg->tokens = input(fg->tokens_buf, T, 1, "tokens");
+    fg->pos = input(fg->pos_buf, T, 1, "positions");
+    fg->seq = input(fg->seq_buf, T, 1, "sequences");
+    fg->rows = input(fg->rows_buf, T, 1, "cache_rows");
+    fg->block_table = input(fg->table_buf, max_blocks, n_seqs, "block_table");
+    fg->out_ids = input(fg->out_buf, n_out, 1, "out_ids");
 
     Tensor* freq_factors = W(g, m.rope_freqs);
     RopeParams rp;
@@ -72,9 +78,10 @@ std::unique_ptr<ForwardGraph> build_forward(const Model& m, KVCache& kv, int n_t
         }
         q = g.rope(q, fg->pos, lp, freq_factors);
         k = g.rope(k, fg->pos, lp, freq_factors);
-        Tensor* kc = g.kv_write(g.state(&kv.k[size_t(il)]), k, fg->pos);
-        Tensor* vc = g.kv_write(g.state(&kv.v[size_t(il)]), v, fg->pos);
-        Tensor* att = g.attention(q, kc, vc, fg->pos, h.n_head_kv, kq_scale, L.sliding ? m.sliding_window : 0);
+        Tensor* kc = g.kv_write(g.state(&kv.k[size_t(il)]), k, fg->rows);
+        Tensor* vc = g.kv_write(g.state(&kv.v[size_t(il)]), v, fg->rows);
+        Tensor* att = g.attention(q, kc, vc, fg->pos, fg->seq, fg->block_table, kv.block_size, h.n_head_kv, kq_scale,
+                                  L.sliding ? m.sliding_window : 0);
         Tensor* o = linear(g, att, L.wo, L.bo);
         if (L.post_attn_norm) o = norm(g, o, L.post_attn_norm, h.norm_eps);
         x = g.add(x, o);

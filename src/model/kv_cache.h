@@ -1,5 +1,6 @@
-// The KV cache of one sequence: per layer, one K and one V tensor of {kv_dim, n_ctx} rows,
-// resident on the backend that runs the model.
+// The paged KV cache: per layer, one K and one V tensor holding a pool of rows in blocks of
+// block_size positions, resident on the backend that runs the model. Which blocks belong to which
+// sequence is the caller's business (a block table per sequence, see kv_blocks.h).
 #pragma once
 #include <vector>
 
@@ -8,13 +9,18 @@
 
 namespace lumen {
 
+constexpr int kKVBlockSize = 16;  // tokens per block: small blocks waste little at a sequence's end
+
 struct KVCache {
     DType type = DType::F16;
-    int n_ctx = 0;
-    std::vector<Tensor> k, v;  // one per layer
+    int block_size = kKVBlockSize;
+    int n_blocks = 0;
+    std::vector<Tensor> k, v;  // one per layer, {kv_dim, n_blocks * block_size}
 
-    void init(const Model& m, Backend& be, int n_ctx, DType type);
+    void init(const Model& m, Backend& be, int n_blocks, int block_size, DType type);
+    int64_t n_rows() const { return int64_t(n_blocks) * block_size; }
     size_t bytes() const;
+    size_t bytes_per_block() const;  // all layers, K and V
 };
 
 }  // namespace lumen

@@ -144,25 +144,29 @@ Tensor* Graph::geglu(Tensor* gate, Tensor* up) {
     return t;
 }
 
-Tensor* Graph::kv_write(Tensor* cache, Tensor* k, Tensor* pos) {
-    check(k->nelements() == cache->ne[0] * pos->ne[0], "kv_write", "k does not match the cache row width");
+Tensor* Graph::kv_write(Tensor* cache, Tensor* k, Tensor* rows) {
+    check(rows->type == DType::I32, "kv_write", "rows must be I32");
+    check(k->nelements() == cache->ne[0] * rows->ne[0], "kv_write", "k does not match the cache row width");
     Tensor* t = new_op(Op::KVWrite, cache->type, cache->ne[0], cache->ne[1]);
     t->nb[1] = cache->nb[1];
-    t->src[0] = cache; t->src[1] = k; t->src[2] = pos;
+    t->src[0] = cache; t->src[1] = k; t->src[2] = rows;
     t->view_src = cache;  // the result is the cache itself, written in place
     return t;
 }
 
-Tensor* Graph::attention(Tensor* q, Tensor* k_cache, Tensor* v_cache, Tensor* pos, int n_head_kv, float scale,
-                         int window, float softcap) {
+Tensor* Graph::attention(Tensor* q, Tensor* k_cache, Tensor* v_cache, Tensor* pos, Tensor* seq, Tensor* block_table,
+                         int block_size, int n_head_kv, float scale, int window, float softcap) {
     int64_t head_dim = q->ne[0], n_head = q->ne[1], T = q->ne[2];
     check(n_head % n_head_kv == 0, "attention", "heads are not a multiple of KV heads");
     check(k_cache->ne[0] == head_dim * n_head_kv && v_cache->ne[0] == head_dim * n_head_kv, "attention",
           "cache row width differs from head_dim * n_head_kv");
-    check(pos->ne[0] == T, "attention", "need one position per token");
+    check(pos->type == DType::I32 && pos->ne[0] == T, "attention", "need one I32 position per token");
+    check(seq->type == DType::I32 && seq->ne[0] == T, "attention", "need one I32 sequence index per token");
+    check(block_table->type == DType::I32, "attention", "the block table must be I32");
+    check(block_size > 0 && k_cache->ne[1] % block_size == 0, "attention", "the cache is not a whole number of blocks");
     Tensor* t = new_op(Op::Attention, DType::F32, head_dim * n_head, T);
-    t->src[0] = q; t->src[1] = k_cache; t->src[2] = v_cache; t->src[3] = pos;
-    t->ip[0] = n_head_kv; t->ip[1] = window;
+    t->src[0] = q; t->src[1] = k_cache; t->src[2] = v_cache; t->src[3] = pos; t->src[4] = seq; t->src[5] = block_table;
+    t->ip[0] = n_head_kv; t->ip[1] = window; t->ip[2] = block_size;
     t->fp[0] = scale; t->fp[1] = softcap;
     return t;
 }

@@ -41,12 +41,16 @@ public:
     Tensor* rope(Tensor* a, Tensor* pos, const RopeParams& p, Tensor* freq_factors = nullptr);
     Tensor* swiglu(Tensor* gate, Tensor* up);
     Tensor* geglu(Tensor* gate, Tensor* up);
-    // Writes k (F32 {kv_dim, T}) into cache rows `pos`; returns the cache as written.
-    Tensor* kv_write(Tensor* cache, Tensor* k, Tensor* pos);
-    // q {head_dim, n_head, T}; caches {head_dim*n_head_kv, n_ctx}; pos I32 {T}. Token t attends to
-    // cache rows 0..pos[t] (minus a sliding window when window > 0). Result {head_dim*n_head, T}.
-    Tensor* attention(Tensor* q, Tensor* k_cache, Tensor* v_cache, Tensor* pos, int n_head_kv, float scale,
-                      int window = 0, float softcap = 0.0f);
+    // Writes k (F32 {kv_dim, T}) into the cache's physical rows `rows` (I32 {T}); returns the cache
+    // as written.
+    Tensor* kv_write(Tensor* cache, Tensor* k, Tensor* rows);
+    // Paged attention. q {head_dim, n_head, T}; caches {head_dim*n_head_kv, n_rows} in blocks of
+    // block_size rows; pos and seq I32 {T}: each token's position and sequence; block_table I32
+    // {max_blocks, n_seqs}: a sequence's blocks in position order. Token t attends to its sequence's
+    // positions 0..pos[t] (minus a sliding window when window > 0), position p being physical row
+    // block_table[p / block_size][seq[t]] * block_size + p % block_size. Result {head_dim*n_head, T}.
+    Tensor* attention(Tensor* q, Tensor* k_cache, Tensor* v_cache, Tensor* pos, Tensor* seq, Tensor* block_table,
+                      int block_size, int n_head_kv, float scale, int window = 0, float softcap = 0.0f);
     Tensor* argmax(Tensor* a);
 
     void mark_output(Tensor* t) { t->is_output = true; }

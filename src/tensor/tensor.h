@@ -22,8 +22,8 @@ enum class Op : uint8_t {
     Rope,       // rotates {head_dim, n_head, T} by positions src[1] (I32 {T}); params below
     SwiGLU,     // silu(src[0]) * src[1]
     GeGLU,      // gelu(src[0]) * src[1] (tanh approximation)
-    KVWrite,    // writes src[1] {head_dim*n_kv_head, T} into cache src[0] at rows src[2] (I32 positions)
-    Attention,  // softmax(q k^T * f[0] + causal mask) v over the cache; see graph.h
+    KVWrite,    // writes src[1] {head_dim*n_kv_head, T} into cache src[0] at rows src[2] (I32 physical rows)
+    Attention,  // softmax(q k^T * f[0] + causal mask) v over the paged cache; see graph.h
     Argmax,     // index of the largest element of each row -> I32 {1, rows}
 };
 const char* op_name(Op op);
@@ -33,7 +33,7 @@ struct Tensor {
     int64_t ne[4] = {1, 1, 1, 1};
     size_t nb[4] = {0, 0, 0, 0};  // byte strides
     Op op = Op::None;
-    Tensor* src[4] = {nullptr, nullptr, nullptr, nullptr};
+    Tensor* src[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
     int32_t ip[8] = {0};          // integer op parameters
     float fp[8] = {0};            // float op parameters
     std::string name;

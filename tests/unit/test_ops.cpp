@@ -199,7 +199,8 @@ std::vector<double> build_rope(Case& c, bool neox, float freq_scale, bool factor
     return ref;
 }
 
-// Writes T new rows at positions base..base+T-1 of an empty cache, then attends.
+// Writes T new rows at positions base..base+T-1 of an empty paged cache whose blocks the sequence
+// holds in reverse order, then attends.
 // With a long cache and few tokens the GPU splits the cached positions into slices (split-KV).
 std::vector<double> build_attention(Case& c, DType cache_type, int window, float softcap, int64_t D,
                                     int64_t T = 6, int64_t n_ctx = 16, int base = 2) {
@@ -220,12 +221,19 @@ std::vector<double> build_attention(Case& c, DType cache_type, int window, float
         t.name = name;
         return c.g.state(&t);
     };
+    const int bs = 4;
+    const int32_t n_blocks = int32_t(n_ctx / bs);
+    std::vector<int32_t> table(static_cast<size_t>(n_blocks)), rows(static_cast<size_t>(T)),
+        seq(static_cast<size_t>(T), 0);
+    for (int32_t b = 0; b < n_blocks; b++) table[size_t(b)] = n_blocks - 1 - b;
+    for (int64_t t = 0; t < T; t++) rows[size_t(t)] = table[size_t(pos[size_t(t)] / bs)] * bs + pos[size_t(t)] % bs;
     Tensor* pt = c.input_i32(pos);
-    Tensor* kc = c.g.kv_write(cache("k"), c.input_f32(kv, D * HK, T), pt);
-    Tensor* vc = c.g.kv_write(cache("v"), c.input_f32(vv, D * HK, T), pt);
+    Tensor* rt = c.input_i32(rows);
+    Tensor* kc = c.g.kv_write(cache("k"), c.input_f32(kv, D * HK, T), rt);
+    Tensor* vc = c.g.kv_write(cache("v"), c.input_f32(vv, D * HK, T), rt);
     Tensor* q = c.g.reshape(c.input_f32(qv, D, H * T), D, H, T);
     const float scale = 1.0f / std::sqrt(float(D));
-    c.out = c.g.attention(q, kc, vc, pt, int(HK), scale, window, softcap);
+    c.out = c.g.attention(q, kc, vc, pt, c.input_i32(seq), c.input_i32(table), bs, int(HK), scale, window, softcap);
     // Reference: rows never written are zero (the cache starts zeroed); values pass through the cache type.
     auto through = [&](const std::vector<float>& src) {
         std::vector<float> out(size_t(n_ctx * D * HK), 0.0f);
