@@ -2,6 +2,7 @@
 // record per finished generation, written in order of completion and flushed at once so that a killed
 // run can be resumed without losing or repeating anything.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 
@@ -72,6 +74,21 @@ bool file_size(const std::string& path, off_t& size, struct stat* st_out = nullp
     size = st.st_size;
     if (st_out) *st_out = st;
     return true;
+}
+
+// Ctrl-C or SIGTERM: stop after the current step, with the summary and a hint to --resume. The
+// handler resets itself, so a second signal kills at once (records already written stay whole or torn,
+// which --resume handles either way).
+volatile sig_atomic_t g_stop = 0;
+void on_stop(int sig) { g_stop = sig; }
+
+void catch_stop_signals() {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
 }
 
 struct Job {
@@ -256,7 +273,8 @@ void run(Opts& o) {
         const double s = std::chrono::duration<double>(clock::now() - t0).count();
         return s > 0 ? double(gen_tokens) / s : 0.0;
     };
-    while (!sched.idle()) {
+    catch_stop_signals();
+    while (!sched.idle() && !g_stop) {
         for (Finished& f : sched.step()) {
             const Job& j = jobs[size_t(f.id)];
             const batch::Item& it = in.items[j.item];
@@ -281,7 +299,8 @@ void run(Opts& o) {
         if (n_done < int64_t(jobs.size())) progress.update(n_done, fmt("%.1f t/s", rate()));  // finish() draws 100%
     }
     const double secs = std::chrono::duration<double>(clock::now() - t0).count();
-    progress.finish(fmt("%.1f t/s", rate()));
+    if (g_stop) std::fputc('\n', stderr);
+    else progress.finish(fmt("%.1f t/s", rate()));
 
     // The summary.
     const SchedulerStats& st = sched.stats();
@@ -300,6 +319,12 @@ void run(Opts& o) {
             line += ", " + fmt("%.1f", double(st.kv_blocks_peak * st.kv_bytes_per_block) / (1024.0 * 1024.0)) + " MiB";
     }
     std::fprintf(stderr, "%s\n", line.c_str());
+    if (g_stop) {
+        std::fprintf(stderr, "lumen batch: stopped by %s after %lld of %zu%s\n", g_stop == SIGINT ? "Ctrl-C" : "SIGTERM",
+                     (long long)n_done, jobs.size(),
+                     o.output.empty() ? "" : "; run the same command with --resume to finish");
+        std::exit(128 + g_stop);
+    }
 }
 
 }  // namespace
