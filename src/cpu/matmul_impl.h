@@ -18,6 +18,8 @@ struct MatmulArgs {
 };
 
 namespace avx2 {
+// The legacy 32-value formats summed in ggml's order (matmul_legacy_avx2.cpp); false for other types.
+bool matmul_legacy(const MatmulArgs& a);
 // Runs the product with the tiled kernels, for any number of tokens; false if this build or type
 // has none (the caller then loops over vec_dot).
 bool matmul_tiled(const MatmulArgs& a);

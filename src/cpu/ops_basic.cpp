@@ -3,6 +3,9 @@
 #include <cstring>
 
 #include "cpu/ops.h"
+#if defined(__AVX2__) && defined(__FMA__)
+#include "cpu/silu_avx2.h"
+#endif
 #include "tensor/quant.h"
 
 namespace lumen::cpu {
@@ -58,9 +61,15 @@ void op_unary(const OpCtx& c, Tensor* t) {
             continue;
         }
         const float* y = reinterpret_cast<const float*>(c.ptr(u) + size_t(r) * u->nb[1]);
-        if (t->op == Op::SwiGLU)
-            for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + std::exp(-x[i])) * y[i];
-        else
+        if (t->op == Op::SwiGLU) {
+            int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+            // 8 at a time as llama.cpp does (its vector exp), the tail with libm's expf like it.
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(out + i, _mm256_mul_ps(avx2::silu8(_mm256_loadu_ps(x + i)), _mm256_loadu_ps(y + i)));
+#endif
+            for (; i < n; i++) out[i] = x[i] / (1.0f + std::exp(-x[i])) * y[i];
+        } else
             for (int64_t i = 0; i < n; i++) out[i] = gelu_tanh(x[i]) * y[i];
     }
 }
@@ -74,9 +83,11 @@ void op_rms_norm(const OpCtx& c, Tensor* t) {
     for (int64_t r = b; r < e; r++) {
         const float* x = reinterpret_cast<const float*>(c.ptr(a) + size_t(r) * a->nb[1]);
         float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(r) * t->nb[1]);
-        double sum = 0;  // double: the reference path should not lose bits on wide rows
-        for (int64_t i = 0; i < n; i++) sum += double(x[i]) * x[i];
-        const float s = float(1.0 / std::sqrt(sum / double(n) + eps));
+        // As ggml: float squares summed in double, the mean rounded to float, the rest in float.
+        double sum = 0;
+        for (int64_t i = 0; i < n; i++) sum += double(x[i] * x[i]);
+        const float mean = float(sum / double(n));
+        const float s = 1.0f / std::sqrt(mean + eps);
         for (int64_t i = 0; i < n; i++) out[i] = x[i] * s;
     }
 }

@@ -51,8 +51,9 @@ void op_rope(const OpCtx& c, Tensor* t) {
             const float cs = std::cos(theta) * mscale, sn = std::sin(theta) * mscale;
             const int64_t i_a = neox ? i0 / 2 : i0, i_b = neox ? i0 / 2 + n_rot / 2 : i0 + 1;
             const float x0 = x[i_a], x1 = x[i_b];
-            y[i_a] = x0 * cs - x1 * sn;
-            y[i_b] = x0 * sn + x1 * cs;
+            // The FMA contractions GCC makes of ggml's x0*cos - x1*sin and x0*sin + x1*cos.
+            y[i_a] = std::fma(x0, cs, -(x1 * sn));
+            y[i_b] = std::fma(x0, sn, x1 * cs);
             theta_extrap *= theta_scale;
         }
         for (int64_t i = n_rot; i < head_dim; i++) y[i] = x[i];

@@ -1,6 +1,7 @@
-// Vectorised activation quantizers (one row per token before each matmul). They produce the same
-// bytes as the reference quantizers in src/tensor: Q8_0/Q8_1 round halves away from zero like
-// roundf, Q8_K rounds halves to even like ggml's nearest_int.
+// Vectorised activation quantizers (one row per token before each matmul). Q8_0/Q8_1 produce the
+// bytes of ggml's x86 quantizers (scale by 127/max, halves to even), which differ in the last bit
+// now and then from the portable reference quantizers in src/tensor (1/d, halves away from zero);
+// Q8_K produces the reference bytes, as ggml's x86 build does.
 #include "cpu/matmul_impl.h"
 
 #include <cstring>
@@ -27,14 +28,6 @@ inline float hmax(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
-// roundf: nearest, halves away from zero. v - trunc(v) is exact, so the test on it is too.
-inline __m256i round_away(__m256 v) {
-    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 up = _mm256_cmp_ps(abs_ps(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
-    return _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, one)));
-}
-
 // Four vectors of 8 int32 (each in -127..127) -> 32 int8 in order.
 inline __m256i pack_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
     const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
@@ -50,10 +43,12 @@ inline float quant32(const float* x, int8_t* qs, int* sum) {
         v[k] = _mm256_loadu_ps(x + 8 * k);
         amax = _mm256_max_ps(amax, abs_ps(v[k]));
     }
-    const float d = hmax(amax) / 127;
-    const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+    // As ggml's x86 quantizer (not its portable reference): scale by 127 / max, round halves to even.
+    const float max = hmax(amax), d = max / 127;
+    const __m256 id = _mm256_set1_ps(max != 0 ? 127.0f / max : 0.0f);
     __m256i q[4];
-    for (int k = 0; k < 4; k++) q[k] = round_away(_mm256_mul_ps(v[k], id));
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     if (sum) *sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack_i8(q[0], q[1], q[2], q[3]));
     return d;
@@ -68,7 +63,7 @@ void quant_q8_1(const float* x, BlockQ8_1* y, int64_t nb) {
         int sum;
         const float d = quant32(x + kQK * i, y[i].qs, &sum);
         y[i].d = f32_to_fp16(d);
-        y[i].s = f32_to_fp16(float(sum) * d);
+        y[i].s = f32_to_fp16(d * float(sum));
     }
 }
 

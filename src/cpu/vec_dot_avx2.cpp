@@ -5,6 +5,8 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
+#include <cmath>
+
 #include "cpu/simd_avx2.h"
 #include "tensor/half.h"
 #include "tensor/quant.h"
@@ -22,7 +24,7 @@ inline __m256i scale_pair(int lo, int hi) {
     return _mm256_set_m128i(_mm_set1_epi16(int16_t(hi)), _mm_set1_epi16(int16_t(lo)));
 }
 
-// ---- legacy formats: 32 values per block, two blocks per iteration for two accumulators ----
+// ---- legacy formats: 32 values per block ----
 
 inline __m256 block_q4_0(const BlockQ4_0& w, const BlockQ8_0& a, __m256 acc) {
     const __m256i q = _mm256_sub_epi8(unpack_nibbles16(w.qs), _mm256_set1_epi8(8));
@@ -44,7 +46,7 @@ inline __m256 block_q8_0(const BlockQ8_0& w, const BlockQ8_0& a, __m256 acc) {
 
 // Q4_1 / Q5_1: sum((d*q + m) * da*qa) = d*da*sum(q*qa) + m*s; the min part is added in `mins`.
 inline __m256 block_q4_1(const BlockQ4_1& w, const BlockQ8_1& a, __m256 acc, float& mins) {
-    mins += load_f16(&w.m) * load_f16(&a.s);
+    mins = std::fma(load_f16(&w.m), load_f16(&a.s), mins);
     return scale_add(dot_u8_i8(unpack_nibbles16(w.qs), loadu(a.qs)), load_f16(&w.d) * load_f16(&a.d), acc);
 }
 
@@ -53,39 +55,29 @@ inline __m256 block_q5_1(const BlockQ5_1& w, const BlockQ8_1& a, __m256 acc, flo
     std::memcpy(&qh, w.qh, 4);
     const __m256i high = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
     const __m256i q = _mm256_or_si256(unpack_nibbles16(w.qs), high);
-    mins += load_f16(&w.m) * load_f16(&a.s);
+    mins = std::fma(load_f16(&w.m), load_f16(&a.s), mins);
     return scale_add(dot_u8_i8(q, loadu(a.qs)), load_f16(&w.d) * load_f16(&a.d), acc);
 }
 
+// One accumulator, blocks in order: ggml's summation order, which matmul_legacy_avx2.cpp repeats
+// for every output (the two must agree bit for bit).
 template <class WB, class AB, __m256 (*Block)(const WB&, const AB&, __m256)>
 float dot_legacy(int64_t n, const void* wv, const void* av) {
     const WB* w = static_cast<const WB*>(wv);
     const AB* a = static_cast<const AB*>(av);
-    const int64_t nb = n / kQK;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        acc0 = Block(w[i], a[i], acc0);
-        acc1 = Block(w[i + 1], a[i + 1], acc1);
-    }
-    if (i < nb) acc0 = Block(w[i], a[i], acc0);
-    return hsum(_mm256_add_ps(acc0, acc1));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / kQK; i++) acc = Block(w[i], a[i], acc);
+    return hsum(acc);
 }
 
 template <class WB, __m256 (*Block)(const WB&, const BlockQ8_1&, __m256, float&)>
 float dot_legacy_min(int64_t n, const void* wv, const void* av) {
     const WB* w = static_cast<const WB*>(wv);
     const BlockQ8_1* a = static_cast<const BlockQ8_1*>(av);
-    const int64_t nb = n / kQK;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc = _mm256_setzero_ps();
     float mins = 0;
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        acc0 = Block(w[i], a[i], acc0, mins);
-        acc1 = Block(w[i + 1], a[i + 1], acc1, mins);
-    }
-    if (i < nb) acc0 = Block(w[i], a[i], acc0, mins);
-    return hsum(_mm256_add_ps(acc0, acc1)) + mins;
+    for (int64_t i = 0; i < n / kQK; i++) acc = Block(w[i], a[i], acc, mins);
+    return hsum(acc) + mins;
 }
 
 // ---- K-quants: one 256-value super-block per iteration ----

@@ -3,7 +3,10 @@
 // reference ones, and matmul_rows against a loop of scalar dot products.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "cpu/matmul.h"
@@ -107,7 +110,32 @@ TEST_CASE("extreme quants do not overflow the integer sums") {
     }
 }
 
-TEST_CASE("vectorised activation quantizers write the reference bytes") {
+// ggml's x86 activation quantizer for Q8_0 / Q8_1 (what the SIMD builds reproduce): scale by
+// 127 / max, round halves to even; s = d * sum of the quants.
+std::vector<uint8_t> ggml_x86_q8(DType vt, const std::vector<float>& x) {
+    std::vector<uint8_t> out(row_bytes(vt, int64_t(x.size())));
+    const size_t bb = dtype_info(vt).block_bytes;
+    for (size_t b = 0; b < x.size() / 32; b++) {
+        float amax = 0;
+        for (size_t j = 0; j < 32; j++) amax = std::max(amax, std::fabs(x[32 * b + j]));
+        const float d = amax / 127, id = amax != 0 ? 127.0f / amax : 0.0f;
+        uint8_t* blk = out.data() + b * bb;
+        const size_t qs = vt == DType::Q8_1 ? 4 : 2;
+        int sum = 0;
+        for (size_t j = 0; j < 32; j++) {
+            const int q = int(std::nearbyint(x[32 * b + j] * id));
+            blk[qs + j] = uint8_t(int8_t(q));
+            sum += q;
+        }
+        const uint16_t hd = f32_to_fp16(d), hs = f32_to_fp16(d * float(sum));
+        std::memcpy(blk, &hd, 2);
+        if (vt == DType::Q8_1) std::memcpy(blk + 2, &hs, 2);
+    }
+    return out;
+}
+
+TEST_CASE("vectorised activation quantizers write ggml's bytes") {
+    const bool simd = std::string(vec_dot_isa()) != "scalar";
     for (DType vt : {DType::Q8_0, DType::Q8_1, DType::Q8_K, DType::F32}) {
         const std::string type_name = dtype_name(vt);
         CAPTURE(type_name);
@@ -123,6 +151,7 @@ TEST_CASE("vectorised activation quantizers write the reference bytes") {
             x[34] = -0.5f;
             std::vector<uint8_t> ref(row_bytes(vt, n)), got(row_bytes(vt, n), 0xAB);
             quantize_row(vt, x.data(), ref.data(), n);
+            if (simd && (vt == DType::Q8_0 || vt == DType::Q8_1)) ref = ggml_x86_q8(vt, x);
             quantize_activations(vt, x.data(), got.data(), n);
             CHECK(got == ref);
         }
@@ -181,6 +210,47 @@ TEST_CASE("matmul_rows matches a loop of scalar dot products") {
                 }
             }
         }
+    }
+}
+
+TEST_CASE("matmul_rows gives every output the same bits whatever the batch; legacy formats equal vec_dot") {
+    // Batch invariance is what makes chunked prompts, chat's KV reuse and speculative verification
+    // exact. For the legacy formats the kernels also sum in ggml's order, which vec_dot repeats.
+    const int64_t N = 40, K = 640, MMAX = 9;
+    uint64_t seed = 900;
+    for (DType w : weight_types()) {
+        const int64_t bs = dtype_info(w).block_size;
+        const int64_t k = bs == 256 ? 768 : K;
+        const DType vt = vec_dot_type(w);
+        const size_t wstride = row_bytes(w, k), xstride = row_bytes(vt, k);
+        std::vector<uint8_t> W(wstride * N), X(xstride * MMAX);
+        for (int64_t n = 0; n < N; n++) {
+            const auto row = quantized_row(w, gaussian(size_t(k), seed++, 0.1f));
+            std::copy(row.begin(), row.end(), W.begin() + n * int64_t(wstride));
+        }
+        for (int64_t m = 0; m < MMAX; m++) {
+            const auto row = activations(w, gaussian(size_t(k), seed++));
+            std::copy(row.begin(), row.end(), X.begin() + m * int64_t(xstride));
+        }
+        const std::string type_name = dtype_name(w);
+        CAPTURE(type_name);
+        std::vector<float> one(size_t(N * MMAX));
+        for (int64_t m = 0; m < MMAX; m++)
+            matmul_rows(w, W.data(), wstride, X.data() + m * int64_t(xstride), xstride, one.data() + m * N, N, k, 0, N, 1);
+        const bool legacy = w == DType::Q4_0 || w == DType::Q4_1 || w == DType::Q5_0 || w == DType::Q5_1 || w == DType::Q8_0;
+        int bad_batch = 0, bad_dot = 0;
+        for (int64_t M = 2; M <= MMAX; M++) {
+            std::vector<float> Y(size_t(N * M));
+            matmul_rows(w, W.data(), wstride, X.data(), xstride, Y.data(), N, k, 0, 16, M);
+            matmul_rows(w, W.data(), wstride, X.data(), xstride, Y.data(), N, k, 16, N, M);
+            for (int64_t i = 0; i < N * M; i++) bad_batch += Y[size_t(i)] != one[size_t(i)];
+        }
+        if (legacy)
+            for (int64_t m = 0; m < MMAX; m++)
+                for (int64_t n = 0; n < N; n++)
+                    bad_dot += one[size_t(m * N + n)] != vec_dot(w, k, W.data() + n * int64_t(wstride), X.data() + m * int64_t(xstride));
+        CHECK(bad_batch == 0);
+        CHECK(bad_dot == 0);
     }
 }
 
