@@ -6,7 +6,13 @@
 #include <cstring>
 
 #include "cpu/ops.h"
+#include "cpu/matmul.h"
+#include "cpu/vec_dot.h"
+#include "tensor/half.h"
 #include "tensor/quant.h"
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 namespace lumen::cpu {
 
@@ -35,9 +41,13 @@ void op_kv_write(const OpCtx& c, Tensor* t) {
     }
 }
 
-// Online softmax over the cached positions in order (as llama.cpp's CPU flash attention), in f32.
-// (Rounding the query to f16 and accumulating V in f16, as llama.cpp does below 64 query tokens,
-// was tried: it did not bring greedy text closer to llama.cpp's and moved perplexity away.)
+// Online softmax over the cached positions in order, computed as llama.cpp's CPU flash attention
+// computes it for small batches (ggml_compute_forward_flash_attn_ext_f16_one_chunk), so greedy text
+// matches llama.cpp's: the query rounded to the K cache's dot-product type (f16 for an f16 cache,
+// Q8_0 for q8_0), K.q summed in ggml's lane order, and with an f16 V cache the weighted sum of V kept
+// in f16 (rounded after every update); f32 otherwise. llama.cpp switches to a tiled f32 kernel for
+// 64+ query tokens; this one is used for every batch size, so results never depend on the batch
+// (perplexity moves by ~0.05%).
 //
 // Work items are (KV head, tile of up to kTile consecutive tokens of one sequence): each cached K/V
 // row is converted to f32 once and used by every query head of the group for every token of the
@@ -50,15 +60,34 @@ struct Row {  // the running state of one (token, head)
     float M, S;
 };
 
-inline float dot(const float* a, const float* b, int64_t n) {
-    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 partial sums: lets the compiler vectorise
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) part[k] += a[i + k] * b[i + k];
-    float s = 0;
-    for (; i < n; i++) s += a[i] * b[i];
-    return s + ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+// K.q in the order of ggml's AVX2 ggml_vec_dot_f16 / _f32: 4 x 8 lanes with FMA in steps of 32,
+// reduced (0+2)+(1+3), 128-bit halves, two horizontal adds; a tail of n % 32 added in double.
+inline float dot(const float* k, const float* q, int64_t n) {
+    const int64_t np = n & ~int64_t(31);
+    double s = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            sum[j] = _mm256_fmadd_ps(_mm256_loadu_ps(k + i + 8 * j), _mm256_loadu_ps(q + i + 8 * j), sum[j]);
+    sum[0] = _mm256_add_ps(_mm256_add_ps(sum[0], sum[2]), _mm256_add_ps(sum[1], sum[3]));
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(sum[0]), _mm256_extractf128_ps(sum[0], 1));
+    const __m128 h2 = _mm_hadd_ps(h, h);
+    s = _mm_cvtss_f32(_mm_hadd_ps(h2, h2));
+#else
+    float lane[32] = {};
+    for (int64_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 32; j++) lane[j] = std::fma(k[i + j], q[i + j], lane[j]);
+    float r[8];
+    for (int l = 0; l < 8; l++) r[l] = (lane[l] + lane[16 + l]) + (lane[8 + l] + lane[24 + l]);
+    const float h[4] = {r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]};
+    s = (h[0] + h[1]) + (h[2] + h[3]);
+#endif
+    for (int64_t i = np; i < n; i++) s += double(k[i] * q[i]);
+    return float(s);
 }
+
+inline float round_f16(float x) { return fp16_to_f32(f32_to_fp16(x)); }
 }  // namespace
 
 size_t attention_work(const Tensor* t) {
@@ -84,6 +113,7 @@ void op_attention(const OpCtx& c, Tensor* t) {
     const int64_t group = n_head / n_head_kv;
     const size_t head_bytes = row_bytes(kc->type, D);
     const int64_t rows = kTile * group;
+    const bool k_q8 = kc->type == DType::Q8_0, k_f16 = kc->type == DType::F16, v_f16 = vc->type == DType::F16;
 
     float* krow = reinterpret_cast<float*>(c.thread_work());
     float* vrow = krow + D;
@@ -111,21 +141,25 @@ void op_attention(const OpCtx& c, Tensor* t) {
             for (int64_t g = 0; g < group; g++) {
                 const int64_t r = (tok - t0) * group + g, h = hk * group + g;
                 const float* qs = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
-                std::copy(qs, qs + D, qv + r * D);
+                float* qr = qv + r * D;  // a Q8_0 query lives in the same room (fewer bytes)
+                if (k_q8) quantize_activations(DType::Q8_0, qs, qr, D);
+                else if (k_f16) for (int64_t i = 0; i < D; i++) qr[i] = round_f16(qs[i]);
+                else std::copy(qs, qs + D, qr);
                 st[r] = {-INFINITY, 0.0f};
                 std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
             }
         }
         for (int64_t j = lo; j <= hi; j++) {
             const size_t row = size_t(blocks[j / bs]) * size_t(bs) + size_t(j % bs);
-            dequantize_row(kc->type, c.ptr(kc) + row * kc->nb[1] + size_t(hk) * head_bytes, krow, D);
+            const uint8_t* kraw = c.ptr(kc) + row * kc->nb[1] + size_t(hk) * head_bytes;
+            if (!k_q8) dequantize_row(kc->type, kraw, krow, D);
             dequantize_row(vc->type, c.ptr(vc) + row * vc->nb[1] + size_t(hk) * head_bytes, vrow, D);
             for (int64_t tok = t0; tok < t1; tok++) {
                 const int64_t last = pos[tok], first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
                 if (j < first || j > last) continue;
                 for (int64_t g = 0; g < group; g++) {
                     const int64_t r = (tok - t0) * group + g;
-                    float s = dot(qv + r * D, krow, D);
+                    float s = k_q8 ? vec_dot(DType::Q8_0, D, kraw, qv + r * D) : dot(krow, qv + r * D, D);
                     if (softcap > 0) s = softcap * std::tanh(s * (scale / softcap));
                     else s *= scale;
                     float ms = 1.0f, vs = 1.0f;
@@ -135,12 +169,14 @@ void op_attention(const OpCtx& c, Tensor* t) {
                         const float Mold = R.M;
                         R.M = s;
                         ms = std::exp(Mold - R.M);
-                        for (int64_t i = 0; i < D; i++) a[i] *= ms;
+                        if (v_f16) for (int64_t i = 0; i < D; i++) a[i] = round_f16(a[i] * ms);
+                        else for (int64_t i = 0; i < D; i++) a[i] *= ms;
                     } else {
                         vs = std::exp(s - R.M);
                     }
-                    for (int64_t i = 0; i < D; i++) a[i] = std::fma(vrow[i], vs, a[i]);
-                    R.S = R.S * ms + vs;
+                    if (v_f16) for (int64_t i = 0; i < D; i++) a[i] = round_f16(std::fma(vrow[i], vs, a[i]));
+                    else for (int64_t i = 0; i < D; i++) a[i] = std::fma(vrow[i], vs, a[i]);
+                    R.S = std::fma(R.S, ms, vs);
                 }
             }
         }
@@ -148,7 +184,7 @@ void op_attention(const OpCtx& c, Tensor* t) {
             for (int64_t g = 0; g < group; g++) {
                 const int64_t r = (tok - t0) * group + g, h = hk * group + g;
                 float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(tok) * t->nb[1]) + h * D;
-                const float inv = 1.0f / st[r].S;
+                const float inv = st[r].S == 0.0f ? 0.0f : 1.0f / st[r].S;
                 for (int64_t i = 0; i < D; i++) out[i] = acc[r * D + i] * inv;
             }
     }
