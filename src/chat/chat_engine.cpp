@@ -108,7 +108,7 @@ void ChatEngine::generate(const std::vector<int32_t>& prompt, const TextSink& on
     for (int32_t t : prompt) sampler.accept(t);
 
     auto t0 = Clock::now();
-    const std::vector<float>* logits = &sync_cache(prompt);
+    const float* logits = sync_cache(prompt).data();
     last_.prompt_s = seconds_since(t0);
 
     auto t1 = Clock::now();
@@ -120,34 +120,55 @@ void ChatEngine::generate(const std::vector<int32_t>& prompt, const TextSink& on
         content += s;
         on_text(s);
     };
-    for (;;) {
-        const int32_t next = sampler.sample(logits->data());
-        if (tok_.is_eog(next)) { last_.end = ReplyStats::End::EndOfTurn; break; }
-        sampler.accept(next);
-        gen.push_back(next);
-        say(utf8.push(tok_.piece(next)));
-        if (opt_.n_predict > 0 && int(gen.size()) >= opt_.n_predict) { last_.end = ReplyStats::End::Length; break; }
-        if (stop && stop->load()) { last_.end = ReplyStats::End::Interrupted; break; }
-        if (session_.n_past() < n_ctx) {
-            logits = &session_.eval({next});
-            cached_.push_back(next);
-            continue;
-        }
-        // The cache is full and `next` still has to be read: forget old exchanges (keeping a quarter
-        // of the context free if possible) and re-read the shortened prompt plus the reply so far.
-        if (!opt_.context_shift) { last_.end = ReplyStats::End::ContextFull; break; }
+    // The cache is full and the last token still has to be read: forget old exchanges (keeping a
+    // quarter of the context free if possible) and re-read the shortened prompt plus the reply so far.
+    auto make_room = [&](std::vector<int32_t>& context) -> const float* {
+        if (!opt_.context_shift) return nullptr;
         size_t n = forget_for(gen.size(), std::max(1, n_ctx / 4));
         if (n == kCannotFit) n = forget_for(gen.size(), 1);
-        if (n == kCannotFit) { last_.end = ReplyStats::End::ContextFull; break; }
+        if (n == kCannotFit) return nullptr;
         if (n > 0) {
             last_.forgotten += int(n);
             on_notice("context full: forgot the oldest " + std::to_string(n) + " messages");
         }
         std::vector<int32_t> all = prompt_tokens(0);
         all.insert(all.end(), gen.begin(), gen.end());
-        logits = &sync_cache(all);
+        cached_ = context;
+        cached_.pop_back();  // what the cache holds now
+        const float* l = sync_cache(all).data();
+        context = all;
+        return l;
+    };
+
+    Generator g(session_, sampler, [this](int32_t t) { return tok_.is_eog(t); });
+    g.set_drafter(drafter_, spec_);
+    GenerateOptions go;
+    go.n_predict = opt_.n_predict;
+    go.stop = stop;
+    std::vector<int32_t> context = cached_;
+    GenerateEnd end;
+    try {
+        end = g.run(
+            context, logits, go,
+            [&](int32_t t) {
+                gen.push_back(t);
+                say(utf8.push(tok_.piece(t)));
+            },
+            make_room);
+    } catch (...) {
+        session_.truncate(0);  // the cache's contents are unknown: start afresh next time
+        cached_.clear();
+        throw;
+    }
+    cached_ = context;
+    switch (end) {
+        case GenerateEnd::EndOfGeneration: last_.end = ReplyStats::End::EndOfTurn; break;
+        case GenerateEnd::Length: last_.end = ReplyStats::End::Length; break;
+        case GenerateEnd::Interrupted: last_.end = ReplyStats::End::Interrupted; break;
+        case GenerateEnd::ContextFull: last_.end = ReplyStats::End::ContextFull; break;
     }
     say(utf8.flush());
+    last_.gen = g.stats();
     last_.generated = int(gen.size());
     last_.gen_s = seconds_since(t1);
     conv_.turns.push_back({"assistant", content});

@@ -15,6 +15,7 @@
 
 #include "chat/conversation.h"
 #include "chat/template.h"
+#include "engine/generator.h"
 #include "engine/session.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -36,6 +37,7 @@ struct ReplyStats {
     int generated = 0;
     double gen_s = 0;
     int forgotten = 0;      // messages dropped by context shifts during this turn
+    GenerateStats gen;      // the generation loop's own figures (speculation included)
 };
 
 class ChatEngine {
@@ -50,6 +52,12 @@ public:
     void set_conversation(Conversation c) { conv_ = std::move(c); }
     void set_system(std::string text) { conv_.system = std::move(text); }
     void reset() { conv_.turns.clear(); }  // keeps the system prompt
+    // Speculative or lookup decoding for the replies (nullptr: plain). The drafter must outlive the engine.
+    void set_drafter(Drafter* d, const SpeculativeParams& p) {
+        drafter_ = d;
+        spec_ = p;
+    }
+    bool speculative() const { return drafter_ != nullptr; }
 
     // Adds the user's message, answers it and adds the answer (also a partial one). Stops at the end of
     // the model's turn, after n_predict tokens, when *stop becomes true, or when the context is full
@@ -93,6 +101,8 @@ private:
     std::vector<int32_t> cached_;  // the tokens the session's KV cache holds, in order
     int n_replies_ = 0;
     ReplyStats last_;
+    Drafter* drafter_ = nullptr;
+    SpeculativeParams spec_;
 };
 
 }  // namespace lumen::chat

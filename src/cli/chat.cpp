@@ -14,6 +14,7 @@
 #include "chat/terminal.h"
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/spec_options.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 
@@ -24,6 +25,7 @@ namespace {
 struct Opts {
     RunOptions run;
     SamplingParams sampling;
+    SpecOptions spec;
     std::string system, system_file, chat_template, reasoning = "show";
     int n_predict = -1;
     bool no_context_shift = false, no_kv_reuse = false, jinja = false;
@@ -121,8 +123,8 @@ std::string base_name(const std::string& path) {
 
 class ChatCommand {
 public:
-    ChatCommand(chat::ChatEngine& engine, Screen& screen, bool interactive)
-        : engine_(engine), screen_(screen), interactive_(interactive) {}
+    ChatCommand(chat::ChatEngine& engine, Screen& screen, bool interactive, const Speculation& spec)
+        : engine_(engine), screen_(screen), interactive_(interactive), spec_(spec) {}
 
     // Handles a "/..." line; returns false for /quit.
     bool command(const std::string& line) {
@@ -198,6 +200,7 @@ public:
         }
         screen_.end_reply();
         g_stop.store(false);
+        if (!interactive_ && spec_.get()) screen_.note(spec_stats_line(spec_, st.gen));
         using End = chat::ReplyStats::End;
         if (st.end == End::Interrupted) screen_.note("[stopped]");
         if (st.end == End::ContextFull) {
@@ -237,11 +240,13 @@ private:
                       s.generated, s.gen_s, s.gen_s > 0 ? s.generated / s.gen_s : 0.0, s.prompt_tokens, s.evaluated,
                       s.prompt_s, s.prompt_s > 0 ? s.evaluated / s.prompt_s : 0.0);
         screen_.note(buf);
+        if (spec_.get()) screen_.note(spec_stats_line(spec_, s.gen));
     }
 
     chat::ChatEngine& engine_;
     Screen& screen_;
     bool interactive_;
+    const Speculation& spec_;
 };
 
 void run(Opts& o) {
@@ -259,6 +264,7 @@ void run(Opts& o) {
         o.jinja ? chat::ChatTemplate::jinja_for_model(*model->file, token_text(tok.bos()), token_text(tok.eos()))
                 : chat::ChatTemplate::for_model(*model->file, o.chat_template, &notice);
     auto session = open_session(*model, o.run);
+    const Speculation spec = make_speculation(o.spec, o.run, tok, o.sampling, session->n_ctx());
 
     chat::ChatOptions co;
     co.n_predict = o.n_predict;
@@ -266,11 +272,12 @@ void run(Opts& o) {
     co.kv_reuse = !o.no_kv_reuse;
     chat::ChatEngine engine(*session, tok, tmpl, o.sampling, co);
     engine.set_system(system);
+    engine.set_drafter(spec.get(), spec.params);
 
     const bool interactive = chat::terminal::is_tty(STDIN_FILENO);
     Screen screen(o.reasoning == "hide");
     if (!notice.empty()) screen.warn(notice);
-    ChatCommand chat_cmd(engine, screen, interactive);
+    ChatCommand chat_cmd(engine, screen, interactive, spec);
 
     if (!interactive) {
         // Scripted: one user turn (or command) per line; any error ends the run.
@@ -331,6 +338,7 @@ void add_chat(CLI::App& app) {
     // For tests: re-read the whole conversation every turn instead of reusing the KV cache.
     cmd->add_flag("--no-kv-reuse", o->no_kv_reuse)->group("");
     add_sampling_options(cmd, o->sampling);
+    add_spec_options(cmd, o->spec);
     cmd->callback([o] { run(*o); });
 }
 

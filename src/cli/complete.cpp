@@ -4,9 +4,11 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/spec_options.h"
+#include "engine/generator.h"
 #include "tokenizer/tokenizer.h"
-#include "util/error.h"
 #include "tokenizer/unicode.h"
+#include "util/error.h"
 
 namespace lumen::cli {
 
@@ -15,6 +17,7 @@ namespace {
 struct Opts {
     RunOptions run;
     SamplingParams sampling;
+    SpecOptions spec;
     std::string prompt, prompt_file;
     int n_predict = -1;
     bool ignore_eos = false, echo = false;
@@ -35,6 +38,7 @@ void run(Opts& o) {
     if (int(ids.size()) + n_predict > n_ctx)
         fail("-n ", n_predict, ": prompt (", ids.size(), " tokens) + generation exceeds the context size ", n_ctx,
              " (raise -c)");
+    Speculation spec = make_speculation(o.spec, o.run, tok, o.sampling, n_ctx);
 
     Sampler sampler(o.sampling, model->hp.n_vocab);
     for (int32_t t : ids) sampler.accept(t);
@@ -46,28 +50,31 @@ void run(Opts& o) {
 
     using clock = std::chrono::steady_clock;
     auto t0 = clock::now();
-    const std::vector<float>* logits = &session->eval(ids);
+    const std::vector<float>& logits = session->eval(ids);
     auto t1 = clock::now();
-    int n_gen = 0;
-    while (n_gen < n_predict) {
-        int32_t next = sampler.sample(logits->data());
-        if (!o.ignore_eos && tok.is_eog(next)) break;
-        sampler.accept(next);
-        n_gen++;
-        std::string text = out.push(tok.piece(next));
-        std::fwrite(text.data(), 1, text.size(), stdout);
-        std::fflush(stdout);
-        if (n_gen == n_predict) break;
-        logits = &session->eval({next});
+    Generator gen(*session, sampler, [&tok](int32_t t) { return tok.is_eog(t); });
+    gen.set_drafter(spec.get(), spec.params);
+    GenerateOptions go;
+    go.n_predict = n_predict;
+    go.ignore_eos = o.ignore_eos;
+    std::vector<int32_t> context = ids;
+    if (n_predict > 0) {
+        gen.run(context, logits.data(), go, [&](int32_t t) {
+            std::string text = out.push(tok.piece(t));
+            std::fwrite(text.data(), 1, text.size(), stdout);
+            std::fflush(stdout);
+        });
     }
     std::string rest = out.flush();
     std::fwrite(rest.data(), 1, rest.size(), stdout);
     std::fputc('\n', stdout);
     auto t2 = clock::now();
+    const int n_gen = gen.stats().generated;
     double pp = std::chrono::duration<double>(t1 - t0).count(), tg = std::chrono::duration<double>(t2 - t1).count();
     std::fprintf(stderr, "\nprompt: %zu tokens in %.3f s, %.2f t/s | generated: %d tokens in %.3f s, %.2f t/s (%s)\n",
                  ids.size(), pp, double(ids.size()) / pp, n_gen, tg, n_gen > 0 ? double(n_gen) / tg : 0.0,
                  session->backend().name().c_str());
+    print_spec_stats(spec, gen.stats());
 }
 
 }  // namespace
@@ -82,6 +89,7 @@ void add_complete(CLI::App& app) {
     cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
     cmd->add_flag("--echo", o->echo, "Print the prompt before the continuation");
     add_sampling_options(cmd, o->sampling);
+    add_spec_options(cmd, o->spec);
     cmd->callback([o] { run(*o); });
 }
 

@@ -29,27 +29,59 @@ void Sampler::accept(int32_t token) {
     while (int(recent_.size()) > p_.penalty_last_n) recent_.pop_front();
 }
 
-int32_t Sampler::sample(const float* logits) {
-    const bool penalise = !recent_.empty() &&
-                          (p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f);
-    if (p_.temp <= 0.0f && !penalise) return argmax(logits, n_vocab_);
+bool Sampler::penalise() const {
+    return !recent_.empty() &&
+           (p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f);
+}
 
+void Sampler::apply_penalties() {
+    std::unordered_map<int32_t, int> counts;
+    for (int32_t t : recent_) counts[t]++;
+    for (const auto& [id, n] : counts) {
+        if (id < 0 || id >= n_vocab_) continue;
+        float& l = cand_[size_t(id)].logit;
+        l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
+        l -= float(n) * p_.frequency_penalty + p_.presence_penalty;
+    }
+}
+
+double Sampler::uniform() {
+    std::uniform_real_distribution<double> uni(0.0, 1.0);
+    return uni(rng_);
+}
+
+int32_t Sampler::draw(const TokenDist& d) {
+    const double r = uniform();
+    double cum = 0;
+    for (const TokenProb& c : d) {
+        cum += c.p;
+        if (r < cum) return c.id;
+    }
+    return d.back().id;
+}
+
+int32_t Sampler::sample(const float* logits) {
+    if (p_.temp <= 0.0f && !penalise()) return argmax(logits, n_vocab_);
+    const TokenDist& d = distribution(logits);
+    return p_.temp <= 0.0f ? d[0].id : draw(d);
+}
+
+const TokenDist& Sampler::distribution(const float* logits) {
+    const bool pen = penalise();
+    dist_.clear();
+    if (p_.temp <= 0.0f && !pen) {
+        dist_.push_back({argmax(logits, n_vocab_), 1.0f});
+        return dist_;
+    }
     cand_.resize(size_t(n_vocab_));
     for (int i = 0; i < n_vocab_; i++) cand_[size_t(i)] = {i, logits[i], 0.0f};
-    if (penalise) {
-        std::unordered_map<int32_t, int> counts;
-        for (int32_t t : recent_) counts[t]++;
-        for (const auto& [id, n] : counts) {
-            if (id < 0 || id >= n_vocab_) continue;
-            float& l = cand_[size_t(id)].logit;
-            l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
-            l -= float(n) * p_.frequency_penalty + p_.presence_penalty;
-        }
-    }
+    if (pen) apply_penalties();
     if (p_.temp <= 0.0f) {
-        return std::max_element(cand_.begin(), cand_.end(), [](const Cand& a, const Cand& b) {
-                   return a.logit < b.logit || (a.logit == b.logit && a.id > b.id);
-               })->id;
+        const int32_t best = std::max_element(cand_.begin(), cand_.end(), [](const Cand& a, const Cand& b) {
+                                 return a.logit < b.logit || (a.logit == b.logit && a.id > b.id);
+                             })->id;
+        dist_.push_back({best, 1.0f});
+        return dist_;
     }
 
     auto by_logit = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
@@ -83,13 +115,9 @@ int32_t Sampler::sample(const float* logits) {
         n = keep;
     }
     softmax(p_.temp);
-    std::uniform_real_distribution<double> uni(0.0, 1.0);
-    double r = uni(rng_), cum = 0;
-    for (size_t i = 0; i < n; i++) {
-        cum += cand_[i].p;
-        if (r < cum) return cand_[i].id;
-    }
-    return cand_[n - 1].id;
+    dist_.reserve(n);
+    for (size_t i = 0; i < n; i++) dist_.push_back({cand_[i].id, cand_[i].p});
+    return dist_;
 }
 
 }  // namespace lumen

@@ -1,6 +1,10 @@
 // Turns logits into the next token. The chain, in llama.cpp's default order:
 //   penalties (repetition / presence / frequency over the last N tokens) -> top-k -> top-p
 //   -> min-p -> temperature -> random draw.   temperature <= 0 means greedy (argmax).
+//
+// distribution() exposes what the draw would pick from (the chain without the draw), so that
+// speculative decoding can verify drafted tokens against exactly the distribution sample() uses:
+// sample(l) == draw(distribution(l)), consuming the same random numbers.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -21,24 +25,45 @@ struct SamplingParams {
     uint64_t seed = 0xFFFFFFFF;    // 0xFFFFFFFF: a random seed
 };
 
+// One candidate of a token distribution.
+struct TokenProb {
+    int32_t id;
+    float p;
+};
+// A sparse distribution: the candidates with non-zero probability, most likely first, summing to 1.
+using TokenDist = std::vector<TokenProb>;
+
 class Sampler {
 public:
     Sampler(const SamplingParams& p, int n_vocab);
     int32_t sample(const float* logits);
+    // The distribution the draw picks from for these logits, after the whole chain (penalties,
+    // top-k, top-p, min-p, temperature): most likely first. Greedy (temp <= 0): one candidate, the
+    // token sample() returns, with p = 1. The reference stays valid until the next call.
+    const TokenDist& distribution(const float* logits);
+    // A random draw from a distribution (one uniform number from this sampler's generator).
+    int32_t draw(const TokenDist& d);
+    // A uniform number in [0, 1) from this sampler's generator.
+    double uniform();
+    bool greedy() const { return p_.temp <= 0.0f; }
     // Records a token of the context (prompt or generated) for the penalties.
     void accept(int32_t token);
     void reset();
     const SamplingParams& params() const { return p_; }
     uint64_t seed() const { return seed_; }
+    int n_vocab() const { return n_vocab_; }
 
 private:
     struct Cand { int32_t id; float logit; float p; };
+    bool penalise() const;
+    void apply_penalties();
     SamplingParams p_;
     int n_vocab_;
     uint64_t seed_;
     std::mt19937_64 rng_;
     std::deque<int32_t> recent_;
     std::vector<Cand> cand_;
+    TokenDist dist_;
 };
 
 // Index of the largest logit (the lowest index among ties).

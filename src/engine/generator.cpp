@@ -1,0 +1,136 @@
+#include "engine/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "util/error.h"
+
+namespace lumen {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+}  // namespace
+
+Generator::Generator(Session& target, Sampler& sampler, IsEog is_eog)
+    : s_(target), sampler_(sampler), is_eog_(std::move(is_eog)), verifier_(target.model().hp.n_vocab) {}
+
+void Generator::set_drafter(Drafter* drafter, const SpeculativeParams& p) {
+    if (drafter) {
+        if (p.draft_max < 1) fail("--draft-max ", p.draft_max, ": must be at least 1");
+        if (p.draft_min < 0 || p.draft_min > p.draft_max)
+            fail("--draft-min ", p.draft_min, ": must be between 0 and --draft-max (", p.draft_max, ")");
+    }
+    drafter_ = drafter;
+    sp_ = p;
+    verifier_ = DraftVerifier(s_.model().hp.n_vocab, p.rule);
+}
+
+GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, const GenerateOptions& o,
+                           const TokenSink& on_token, const MakeRoom& make_room) {
+    if (int(context.size()) != s_.n_past())
+        fail("generator: the context has ", context.size(), " tokens, the cache ", s_.n_past());
+    stats_ = GenerateStats{};
+    const auto t_start = Clock::now();
+    const int V = s_.model().hp.n_vocab;
+    const int n_ctx = s_.n_ctx();
+    int n_draft = sp_.draft_max;  // current guess length (adaptive)
+    GenerateEnd end = GenerateEnd::EndOfGeneration;
+
+    // Hands out one token; false when generation ends with it (or, for an end-of-generation token,
+    // before it).
+    auto emit = [&](int32_t tok) {
+        if (!o.ignore_eos && is_eog_(tok)) { end = GenerateEnd::EndOfGeneration; return false; }
+        sampler_.accept(tok);
+        stats_.generated++;
+        on_token(tok);
+        if (o.n_predict > 0 && stats_.generated >= o.n_predict) { end = GenerateEnd::Length; return false; }
+        if (o.stop && o.stop->load()) { end = GenerateEnd::Interrupted; return false; }
+        return true;
+    };
+
+    int32_t t = sampler_.sample(logits);  // the pending token: handed out next, then read
+    for (;;) {
+        if (!emit(t)) break;
+        if (s_.n_past() >= n_ctx) {
+            const float* l = nullptr;
+            if (make_room) {
+                context.push_back(t);
+                l = make_room(context);
+                if (!l) context.pop_back();
+            }
+            if (!l) { end = GenerateEnd::ContextFull; break; }
+            t = sampler_.sample(l);
+            continue;
+        }
+
+        // Guess what follows t. Room: the cache must hold t and the guesses; guesses past the token
+        // budget would be wasted (the step's own sampled token is the last one handed out).
+        draft_.clear();
+        int n_max = std::min(n_draft, n_ctx - s_.n_past() - 1);
+        if (o.n_predict > 0) n_max = std::min(n_max, o.n_predict - stats_.generated - 1);
+        if (drafter_ && n_max >= std::max(1, sp_.draft_min)) {
+            const auto t_draft = Clock::now();
+            context.push_back(t);
+            drafter_->draft(context, n_max, draft_);
+            context.pop_back();
+            stats_.draft_seconds += since(t_draft);
+            size_t k = 0;
+            while (k < draft_.tokens.size() && int(k) < n_max && draft_.tokens[k] >= 0 && draft_.tokens[k] < V) k++;
+            if (!draft_.dists.empty() && draft_.dists.size() < k) k = draft_.dists.size();
+            if (int(k) < sp_.draft_min) k = 0;
+            draft_.tokens.resize(k);
+            if (!draft_.dists.empty()) draft_.dists.resize(k);
+        }
+        const int k = int(draft_.tokens.size());
+
+        batch_.assign(1, t);
+        batch_.insert(batch_.end(), draft_.tokens.begin(), draft_.tokens.end());
+        const std::vector<float>& rows = s_.eval(batch_, k > 0);
+        stats_.target_evals++;
+        context.push_back(t);
+        if (k == 0) {
+            t = sampler_.sample(rows.data());
+            continue;
+        }
+
+        // Verify the guesses in order; row j holds the target's logits after t and guesses < j.
+        stats_.rounds++;
+        stats_.drafted += k;
+        int j = 0;
+        bool done = false;
+        int32_t next = -1;
+        for (; j < k; j++) {
+            const float* row = rows.data() + size_t(j) * size_t(V);
+            const int32_t x = draft_.tokens[size_t(j)];
+            Verdict v;
+            if (sampler_.greedy()) {
+                const int32_t y = sampler_.sample(row);
+                v = {y == x, y};
+            } else {
+                v = verifier_.verify(sampler_.distribution(row), x, draft_.dists.empty() ? nullptr : &draft_.dists[size_t(j)],
+                                     sampler_);
+            }
+            if (!v.accepted) { next = v.token; break; }
+            stats_.accepted++;
+            if (!emit(x)) {
+                if (end != GenerateEnd::EndOfGeneration) context.push_back(x);  // read already: keep it
+                done = true;
+                break;
+            }
+            context.push_back(x);
+        }
+        if (!done && j == k) next = sampler_.sample(rows.data() + size_t(k) * size_t(V));  // the bonus token
+        s_.truncate(int(context.size()));  // forget the rejected guesses
+        if (sp_.adaptive) {
+            n_draft = j == k ? std::min(sp_.draft_max, std::max(n_draft, 2 * k)) : j + 1;
+            n_draft = std::max({n_draft, sp_.draft_min, 1});
+        }
+        if (done) break;
+        t = next;
+    }
+    stats_.seconds = since(t_start);
+    return end;
+}
+
+}  // namespace lumen
