@@ -1,11 +1,11 @@
-// matmul_rows: argument checks, then the SIMD tile kernels (matmul_tile_avx512.cpp /
-// matmul_tile_avx2.cpp) or a loop of dot products.
+// matmul_rows: argument checks, then the SIMD kernels (matmul_legacy_avx2.cpp for the legacy
+// formats, matmul_tile_avx512.cpp / matmul_tile_avx2.cpp for the others) or a loop of dot products.
 //
 // Every batch size goes through the same kernel, so a token's result does not depend on how many
 // tokens share its forward pass: a prompt read in one batch or in pieces (chat's KV reuse,
-// speculative verification) gives bit-identical logits. A faster kernel for 1-3 tokens (removed
-// after 5438091, matmul_gemv_avx2.cpp) summed in another order and broke that; a replacement
-// must add up each output exactly as the tiles do.
+// speculative verification) gives bit-identical logits. A faster kernel for few tokens must add up
+// each output exactly as the kernel for many does (matmul_legacy_avx2.cpp: one kernel template,
+// R rows x T tokens, same order for every output).
 #include "cpu/matmul.h"
 
 #include "cpu/matmul_impl.h"

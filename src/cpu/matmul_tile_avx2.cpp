@@ -1,4 +1,5 @@
-// Tiled AVX2 matmul for several tokens at once (prompt processing).
+// Tiled AVX2 matmul for the K-quants and float weights (the legacy 32-value formats have their own
+// kernel, matmul_legacy_avx2.cpp, which sums as llama.cpp does).
 //
 // A tile is 8 weight rows decoded into a scratch copy where every 4 consecutive values of the 8
 // rows sit side by side: one 32-byte register holds values 4g..4g+3 of rows 0..7 ("group" g).
@@ -6,11 +7,11 @@
 // each row's partial dot product in its own 32-bit lane, so the 8 rows' sums come out of the
 // integer pipeline without horizontal adds, and each tile load serves 4 tokens.
 //
-// Every integer format decodes to unsigned levels q with a float scale and offset per sub-block
+// Every K-quant decodes to unsigned levels q with a float scale and offset per sub-block
 // of 16 or 32 values (value = d*q + m; Q4_K's d*sc*q - dmin*mn, Q6_K's d*sc*(q - 32), ...), so one
 // kernel covers them: sum(value * da*qa) = d*da*sum(q*qa) + m*(da*sum(qa)), and da*sum(qa) per
-// sub-block is read once from the activation blocks. Q8_0 weights are signed and use the sign
-// trick instead; float weights use a plain FMA kernel on two such 8-row panels at once.
+// sub-block is read once from the activation blocks. Float weights use a plain FMA kernel on two
+// such 8-row panels at once.
 #include "cpu/matmul_impl.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -119,31 +120,6 @@ void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const Toke
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(as.d)), acc[t]);
             acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as.s), acc[t]);
         }
-    }
-    for (int t = 0; t < NT; t++) out[t] = acc[t];
-}
-
-template <int NT>
-void kernel_signed(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 out[NT]) {
-    __m256 acc[NT];  // locals stay in registers; `out` may alias the tile as far as the compiler knows
-    for (int t = 0; t < NT; t++) acc[t] = out[t];
-    const __m256i ones16 = _mm256_set1_epi16(1);
-    const uint8_t* wq = tile.q;
-    const float* dm = tile.dm;
-    for (int64_t s = 0; s < nsub; s++, wq += 256, dm += 16) {
-        __m256i isum[NT];
-        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
-        for (int g = 0; g < 8; g++) {
-            const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 32 * g));
-            const __m256i wabs = _mm256_sign_epi8(w, w);
-            for (int t = 0; t < NT; t++) {
-                const __m256i p = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(bcast4(x.q[t] + off[s] + 4 * g), w));
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones16));
-            }
-        }
-        const __m256 dw = _mm256_load_ps(dm);
-        for (int t = 0; t < NT; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(x.as[t][s].d)), acc[t]);
     }
     for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
@@ -267,7 +243,7 @@ bool matmul_tiled(const MatmulArgs& a) {
         for (int64_t b0 = 0; b0 < nblk; b0 += chunk_blocks) {
             const int64_t b1 = std::min(nblk, b0 + chunk_blocks);
             const int64_t s0 = b0 * sub_per_block, ns = (b1 - b0) * sub_per_block;
-            pack_rows8(a, decode, l, n0, rows, b0, b1, {tile.q, 32, tile.dm, 16, 0, false});
+            pack_rows8(a, decode, l, n0, rows, b0, b1, {tile.q, 32, tile.dm, 16, 0});
             const size_t* off = sc.off.data() + s0;
             for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
                 TokenRows x{};
@@ -279,8 +255,7 @@ bool matmul_tiled(const MatmulArgs& a) {
                     constexpr int NT = decltype(nt)::value;
                     run_tokens<NT, 1>(
                         [&](__m256* acc) {
-                            if (l.family == Family::Signed) kernel_signed<NT>(tile, off, ns, x, acc);
-                            else if (l.sub == 32 && l.run == 8) kernel_unsigned<NT, 32, 8>(tile, off, ns, x, acc);
+                            if (l.sub == 32 && l.run == 8) kernel_unsigned<NT, 32, 8>(tile, off, ns, x, acc);
                             else if (l.sub == 32) kernel_unsigned<NT, 32, 4>(tile, off, ns, x, acc);
                             else if (l.run == 4) kernel_unsigned<NT, 16, 4>(tile, off, ns, x, acc);
                             else kernel_unsigned<NT, 16, 2>(tile, off, ns, x, acc);

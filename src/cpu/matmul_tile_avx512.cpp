@@ -2,9 +2,8 @@
 // Same scheme as matmul_tile_avx2.cpp with 16 weight rows per tile (one per 32-bit lane of a zmm
 // register), and vpdpbusd instead of vpmaddubsw + vpmaddwd: it multiplies unsigned weight levels
 // with the broadcast signed activation bytes and adds the 4-product sums straight into int32, so
-// no int16 partial sums can overflow and one instruction does 64 multiply-adds. Q8_0 weights get
-// +128 at packing (levels 0..255) with m = -128 d, which puts them in the same kernel.
-// Float weights are left to the AVX2 kernels (returns false).
+// no int16 partial sums can overflow and one instruction does 64 multiply-adds. K-quants only:
+// float weights are left to the AVX2 tiles, the legacy formats to matmul_legacy_avx2.cpp.
 #include "cpu/matmul_impl.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX2__) && \
@@ -114,7 +113,6 @@ bool matmul_tiled(const MatmulArgs& a) {
     const int64_t tile_subs = chunk_blocks * sub_per_block;
     const Tile tile{avx2::aligned_data(sc.q, size_t(tile_subs * l.sub) * kRows),
                     avx2::aligned_data(sc.dm, size_t(tile_subs) * 2 * kRows)};
-    const bool bias = l.family == avx2::Family::Signed;
 
     for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kRows) {
         const int rows = int(std::min<int64_t>(kRows, a.n_end - n0));
@@ -122,8 +120,8 @@ bool matmul_tiled(const MatmulArgs& a) {
             const int64_t b1 = std::min(nblk, b0 + chunk_blocks);
             const int64_t s0 = b0 * sub_per_block, ns = (b1 - b0) * sub_per_block;
             // Two 8-row halves into the low and high 32 bytes of each 64-byte group.
-            avx2::pack_rows8(a, decode, l, n0, std::min(rows, 8), b0, b1, {tile.q, 64, tile.dm, 32, 0, bias});
-            avx2::pack_rows8(a, decode, l, n0 + 8, rows - 8, b0, b1, {tile.q + 32, 64, tile.dm, 32, 8, bias});
+            avx2::pack_rows8(a, decode, l, n0, std::min(rows, 8), b0, b1, {tile.q, 64, tile.dm, 32, 0});
+            avx2::pack_rows8(a, decode, l, n0 + 8, rows - 8, b0, b1, {tile.q + 32, 64, tile.dm, 32, 8});
             const size_t* off = sc.off.data() + s0;
             for (int64_t m0 = 0; m0 < a.M; m0 += kTokens) {
                 const uint8_t* xq[kTokens] = {};

@@ -14,7 +14,7 @@
 
 namespace lumen::cpu::avx2 {
 
-enum class Family { Unsigned, Signed, Float };
+enum class Family { Unsigned, Float };
 
 // How a weight type sits in a tile.
 struct Layout {
@@ -26,11 +26,10 @@ struct Layout {
 inline bool layout_of(DType t, Layout& l) {
     switch (t) {
         // run: each int16 lane adds 2 products per group, |product| <= qmax * 127 <= 32767 / (2 * run).
-        case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: l = {Family::Unsigned, 32, 8}; return true;
-        case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: l = {Family::Unsigned, 32, 4}; return true;
+        case DType::Q4_K: l = {Family::Unsigned, 32, 8}; return true;
+        case DType::Q5_K: l = {Family::Unsigned, 32, 4}; return true;
         case DType::Q2_K: case DType::Q3_K: l = {Family::Unsigned, 16, 4}; return true;
         case DType::Q6_K: l = {Family::Unsigned, 16, 2}; return true;
-        case DType::Q8_0: l = {Family::Signed, 32, 1}; return true;
         case DType::F32: case DType::F16: case DType::BF16: l = {Family::Float, 1, 1}; return true;
         default: return false;
     }
@@ -39,47 +38,6 @@ inline bool layout_of(DType t, Layout& l) {
 // ---- decoding one weight block into levels q (bytes) and per-sub-block d, m ----
 
 inline void store32(uint8_t* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
-
-inline void decode_q4_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ4_0& b = *reinterpret_cast<const BlockQ4_0*>(blk);
-    store32(q, unpack_nibbles16(b.qs));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = -8 * d[0];
-}
-
-inline void decode_q4_1(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ4_1& b = *reinterpret_cast<const BlockQ4_1*>(blk);
-    store32(q, unpack_nibbles16(b.qs));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = fp16_to_f32(b.m);
-}
-
-inline __m256i q5_levels(const uint8_t qs[16], const uint8_t qh[4]) {
-    uint32_t bits;
-    std::memcpy(&bits, qh, 4);
-    return _mm256_or_si256(unpack_nibbles16(qs), _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10)));
-}
-
-inline void decode_q5_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ5_0& b = *reinterpret_cast<const BlockQ5_0*>(blk);
-    store32(q, q5_levels(b.qs, b.qh));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = -16 * d[0];
-}
-
-inline void decode_q5_1(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ5_1& b = *reinterpret_cast<const BlockQ5_1*>(blk);
-    store32(q, q5_levels(b.qs, b.qh));
-    d[0] = fp16_to_f32(b.d);
-    m[0] = fp16_to_f32(b.m);
-}
-
-inline void decode_q8_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
-    const BlockQ8_0& b = *reinterpret_cast<const BlockQ8_0*>(blk);
-    std::memcpy(q, b.qs, 32);  // signed levels
-    d[0] = fp16_to_f32(b.d);
-    m[0] = 0;
-}
 
 inline void decode_q2_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
     const BlockQ2_K& b = *reinterpret_cast<const BlockQ2_K*>(blk);
@@ -164,11 +122,6 @@ using DecodeFn = void (*)(const uint8_t* blk, uint8_t* q, float* d, float* m);
 
 inline DecodeFn decoder_of(DType t) {
     switch (t) {
-        case DType::Q4_0: return decode_q4_0;
-        case DType::Q4_1: return decode_q4_1;
-        case DType::Q5_0: return decode_q5_0;
-        case DType::Q5_1: return decode_q5_1;
-        case DType::Q8_0: return decode_q8_0;
         case DType::Q2_K: return decode_q2_k;
         case DType::Q3_K: return decode_q3_k;
         case DType::Q4_K: return decode_q45_k<BlockQ4_K, false>;
@@ -207,7 +160,6 @@ struct PackDest {
     float* dm;
     int dm_stride;
     int lane;
-    bool bias_signed;  // turn signed levels (Q8_0) into unsigned ones: q + 128, m = -128 d
 };
 
 // Packs weight blocks [blk0, blk1) of rows [n0, n0 + rows), rows <= 8 (missing rows multiply as
@@ -220,19 +172,13 @@ inline void pack_rows8(const MatmulArgs& a, DecodeFn decode, const Layout& l, in
     alignas(32) uint8_t q[8][256];
     float d[8][16], m[8][16];
     for (int r = rows; r < 8; r++) {
-        std::memset(q[r], out.bias_signed ? 0x80 : 0, sizeof q[r]);  // level 0 either way
+        std::memset(q[r], 0, sizeof q[r]);
         std::fill(d[r], d[r] + 16, 0.0f);
         std::fill(m[r], m[r] + 16, 0.0f);
     }
-    const __m256i bias = _mm256_set1_epi8(out.bias_signed ? int8_t(0x80) : 0);
     for (int64_t blk = blk0; blk < blk1; blk++) {
         for (int r = 0; r < rows; r++) {
             decode(a.W + size_t(n0 + r) * a.w_stride + size_t(blk) * info.block_bytes, q[r], d[r], m[r]);
-            if (out.bias_signed) {
-                for (int c = 0; c < nchunk; c++)
-                    store32(q[r] + 32 * c, _mm256_xor_si256(loadu(q[r] + 32 * c), bias));
-                for (int s = 0; s < nsub; s++) m[r][s] = -128 * d[r][s];
-            }
         }
         for (int c = 0; c < nchunk; c++) {
             __m256i v[8];
