@@ -69,6 +69,18 @@ cp "$TMP/torn.jsonl" "$TMP/torn-before.jsonl"
 cmp -s "$TMP/torn.jsonl" "$TMP/torn-before.jsonl" && grep -q "nothing to do" "$TMP/again.err" \
   && pass "batch: resume of a finished run does nothing" || fail "batch: finished resume" "$(cat "$TMP/again.err")"
 
+# SIGTERM (or Ctrl-C): stops after the current step with a hint to resume; --resume finishes.
+"${B[@]}" -f "$TMP/p12.txt" -o "$TMP/term.jsonl" -n 16 -np 2 --temp 0 2>"$TMP/term.err" &
+pid=$!
+for _ in $(seq 600); do [ -s "$TMP/term.jsonl" ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
+"${B[@]}" -f "$TMP/p12.txt" -o "$TMP/term.jsonl" -n 16 -np 2 --temp 0 --resume 2>/dev/null
+if [ $rc -eq 143 ] && grep -q "stopped by SIGTERM.*--resume" "$TMP/term.err"; then pass "batch: SIGTERM stops cleanly (exit 143)"
+else fail "batch: SIGTERM" "rc $rc: $(tail -2 "$TMP/term.err")"; fi
+check_jsonl "batch: SIGTERM then --resume gives ids 1-12 once" "$TMP/term.jsonl" "
+assert sorted(r['id'] for r in rows) == list(range(1, 13)), [r['id'] for r in rows]
+"
+
 # Greedy batch output equals `lumen complete` on the prompt alone (every 10th prompt).
 same=0; total=0; diffs=""
 for i in $(seq 5 10 200); do
