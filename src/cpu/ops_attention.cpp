@@ -88,6 +88,31 @@ inline float dot(const float* k, const float* q, int64_t n) {
 }
 
 inline float round_f16(float x) { return fp16_to_f32(f32_to_fp16(x)); }
+
+// a = a * ms, then a += v * vs (FMA), each rounded to f16 when `f16` (the accumulator ggml keeps in
+// an f16 V cache's type), elementwise, so the vector and scalar paths give the same bits.
+inline void update_acc(float* a, const float* v, float ms, float vs, bool rescale, bool f16, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    const __m256 vms = _mm256_set1_ps(ms), vvs = _mm256_set1_ps(vs);
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(a + i);
+        if (rescale) {
+            x = _mm256_mul_ps(x, vms);
+            if (f16) x = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+        }
+        x = _mm256_fmadd_ps(_mm256_loadu_ps(v + i), vvs, x);
+        if (f16) x = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+        _mm256_storeu_ps(a + i, x);
+    }
+#endif
+    for (; i < n; i++) {
+        float x = a[i];
+        if (rescale) x = f16 ? round_f16(x * ms) : x * ms;
+        x = std::fma(v[i], vs, x);
+        a[i] = f16 ? round_f16(x) : x;
+    }
+}
 }  // namespace
 
 size_t attention_work(const Tensor* t) {
@@ -165,17 +190,15 @@ void op_attention(const OpCtx& c, Tensor* t) {
                     float ms = 1.0f, vs = 1.0f;
                     Row& R = st[r];
                     float* a = acc + r * D;
-                    if (s > R.M) {
+                    const bool new_max = s > R.M;
+                    if (new_max) {
                         const float Mold = R.M;
                         R.M = s;
                         ms = std::exp(Mold - R.M);
-                        if (v_f16) for (int64_t i = 0; i < D; i++) a[i] = round_f16(a[i] * ms);
-                        else for (int64_t i = 0; i < D; i++) a[i] *= ms;
                     } else {
                         vs = std::exp(s - R.M);
                     }
-                    if (v_f16) for (int64_t i = 0; i < D; i++) a[i] = round_f16(std::fma(vrow[i], vs, a[i]));
-                    else for (int64_t i = 0; i < D; i++) a[i] = std::fma(vrow[i], vs, a[i]);
+                    update_acc(a, vrow, ms, vs, new_max, v_f16, D);
                     R.S = std::fma(R.S, ms, vs);
                 }
             }
