@@ -1,5 +1,7 @@
 #include "cpu/backend_cpu.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "cpu/ops.h"
@@ -24,9 +26,11 @@ CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
 CpuBackend::~CpuBackend() = default;
 
 void CpuBackend::alloc_state(Tensor* t) {
-    size_t n = t->nbytes();
-    states_.emplace_back(new uint8_t[n]());
-    t->data = states_.back().get();
+    // calloc: a large KV pool gets zero pages from the OS, touched only as blocks are used.
+    auto* p = static_cast<uint8_t*>(std::calloc(1, std::max<size_t>(t->nbytes(), 1)));
+    if (!p) fail("not enough memory for ", t->name, " (", t->nbytes() >> 20, " MiB)");
+    states_.emplace_back(p);
+    t->data = p;
 }
 
 void CpuBackend::prepare(Graph& g) {

@@ -1,5 +1,6 @@
 // The CPU backend: runs a graph on a thread pool, reading weights straight from the mapped file.
 #pragma once
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -25,7 +26,8 @@ private:
     std::vector<uint8_t> arena_, work_;
     size_t work_shared_ = 0, work_per_thread_ = 0;
     const Graph* prepared_ = nullptr;  // the graph the buffers were last sized for
-    std::vector<std::unique_ptr<uint8_t[]>> states_;
+    struct Free { void operator()(uint8_t* p) const { std::free(p); } };
+    std::vector<std::unique_ptr<uint8_t, Free>> states_;
 };
 
 }  // namespace lumen

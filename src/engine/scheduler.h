@@ -50,6 +50,7 @@ struct Finished {
 
 struct SchedulerStats {
     int64_t steps = 0, prompt_tokens = 0, gen_tokens = 0;
+    int64_t prompt_tokens_cached = 0;  // of prompt_tokens: found in shared blocks, not recomputed
     int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_peak = 0;
     int block_size = 0;                // tokens per KV block
     int64_t kv_bytes_per_block = 0;    // all layers, K and V

@@ -9,7 +9,10 @@
 
 namespace lumen {
 
-constexpr int kKVBlockSize = 16;  // tokens per block: small blocks waste little at a sequence's end
+// Tokens per block. Small blocks waste little at the end of each sequence and share more of a
+// prefix that does not end on a block boundary (64 sequences with a 1024-token prefix and short
+// suffixes stay near the memory of one prefix plus the suffixes).
+constexpr int kKVBlockSize = 8;
 
 struct KVCache {
     DType type = DType::F16;

@@ -139,18 +139,20 @@ TEST_SUITE("paged kv") {
         const auto A = seq_tokens(21, 1), B = seq_tokens(5, 2), C = seq_tokens(37, 3);
         const int32_t a_next[3] = {11, 400, 3}, b_next[3] = {9, 9, 9}, c_next[3] = {250, 1, 77};
 
+        const int bs = kKVBlockSize, per_seq = (40 + bs - 1) / bs;  // blocks for 40 positions
         // A alone: its blocks in order, the prompt in one batch, then one token per step.
-        Batch alone(*m, 8, 1, 4);
-        alone.tables[0] = {0, 1, 2, 3};
+        Batch alone(*m, per_seq, 1, per_seq);
+        for (int b = 0; b < per_seq; b++) alone.tables[0].push_back(b);
         std::vector<std::vector<float>> ref = alone.step({{0, A}});
         for (int32_t t : a_next) ref.push_back(alone.step({{0, {t}}})[0]);
 
         // A with B and C: blocks interleaved through the pool, prompts split into chunks mixed
         // with the other sequences' tokens, then decode steps of all three together.
-        Batch mixed(*m, 16, 3, 4);
-        mixed.tables[0] = {9, 2, 14, 5};
-        mixed.tables[1] = {0, 7};
-        mixed.tables[2] = {3, 12, 1, 8};
+        Batch mixed(*m, 3 * per_seq, 3, per_seq);
+        for (int b = 0; b < 3 * per_seq; b++) {
+            const int phys = (b * 7 + 3) % (3 * per_seq);  // 7 is coprime to 3 * per_seq: a permutation
+            mixed.tables[size_t((b + 1) % 3)].push_back(phys);
+        }
         std::vector<std::vector<float>> got;
         auto take = [&](const std::vector<std::vector<float>>& l, int from, int n) {
             for (int i = 0; i < n; i++) got.push_back(l[size_t(from + i)]);
