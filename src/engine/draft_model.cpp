@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "util/error.h"
 
@@ -15,6 +16,21 @@ float top_probability(const float* logits, int n, int32_t best) {
     double sum = 0;
     for (int i = 0; i < n; i++) sum += std::exp(double(logits[i] - mx));
     return float(1.0 / sum);
+}
+
+// A token's text for a one-line message: control bytes as \xNN.
+std::string printable(const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) {
+        if (c < 0x20 || c == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02X", c);
+            out += buf;
+        } else {
+            out += char(c);
+        }
+    }
+    return out;
 }
 
 SamplingParams draft_sampling(const DraftModelParams& p) {
@@ -94,7 +110,8 @@ void check_draft_compatible(const tokenizer::Tokenizer& t, const tokenizer::Toke
     for (int32_t id : ids) {
         if (id < 0) continue;
         if (t.token_text(id) != d.token_text(id))
-            fail(what, "token ", id, " is '", d.token_text(id), "', the target's is '", t.token_text(id), "'", tail);
+            fail(what, "token ", id, " is '", printable(d.token_text(id)), "', the target's is '", printable(t.token_text(id)),
+                 "'", tail);
     }
 }
 

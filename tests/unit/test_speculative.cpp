@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
 using namespace lumen;
@@ -323,6 +324,24 @@ TEST_CASE("spec: chi-square helper gives textbook p-values") {
     CHECK(gamma_q(0.5, 3.841 / 2) == doctest::Approx(0.05).epsilon(0.01));   // df 1
     CHECK(gamma_q(5.0, 18.307 / 2) == doctest::Approx(0.05).epsilon(0.01));  // df 10
     CHECK(gamma_q(15.0, 59.703 / 2) == doctest::Approx(0.001).epsilon(0.02));  // df 30
+}
+
+TEST_CASE("spec: a draft model must share the target's tokenizer") {
+    const Tiny& tm = target_model();
+    const Tiny& om = other_model();
+    const tokenizer::Tokenizer t = tokenizer::Tokenizer::from_gguf(*tm.model->file);
+    CHECK_NOTHROW(check_draft_compatible(t, tokenizer::Tokenizer::from_gguf(*om.model->file), "other.gguf"));
+    Preset bigger = *find_preset("tiny");
+    bigger.n_vocab = 640;
+    const std::string path = "/tmp/lumen-test-spec-" + std::to_string(getpid()) + "-640.gguf";
+    SynthOptions so;
+    so.type = DType::Q8_0;
+    synth_model(bigger, so, path);
+    auto m = Model::load(path);
+    std::remove(path.c_str());
+    CHECK_THROWS_WITH_AS(check_draft_compatible(t, tokenizer::Tokenizer::from_gguf(*m->file), "big.gguf"),
+                         doctest::Contains("--draft-model big.gguf: its vocabulary has 640 tokens, the target's 512"),
+                         Error);
 }
 
 TEST_CASE("spec: greedy text is identical with and without lookup or a draft model") {
