@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "cpu/ops.h"
@@ -50,10 +52,24 @@ void CpuBackend::release(Graph& g) {
     if (prepared_ == &g) prepared_ = nullptr;
 }
 
+namespace {
+// LUMEN_DUMP=1: each node's op, shape and the float sum of its values in element order, on stderr:
+// the sums llama.cpp's llama-eval-callback prints, so a divergence shows at its first node.
+void dump_node(const cpu::OpCtx& c, const Tensor* t) {
+    if (t->type != DType::F32 || t->op == Op::KVWrite) return;
+    const float* p = reinterpret_cast<const float*>(c.ptr(t));
+    float sum = 0;
+    for (int64_t i = 0; i < t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; i++) sum += p[i];
+    std::fprintf(stderr, "dump %-10s {%lld, %lld, %lld} sum = %f\n", op_name(t->op), static_cast<long long>(t->ne[0]),
+                 static_cast<long long>(t->ne[1]), static_cast<long long>(t->ne[2]), double(sum));
+}
+}  // namespace
+
 void CpuBackend::compute(Graph& g) {
     if (prepared_ != &g) prepare(g);  // sizing walks every node: not once per token
     const size_t shared = work_shared_, per_thread = work_per_thread_;
     const std::vector<Tensor*>& nodes = g.nodes();
+    const bool dump = std::getenv("LUMEN_DUMP") != nullptr;
     pool_.run([&](int ith, int nth) {
         cpu::OpCtx c;
         c.ith = ith;
@@ -78,6 +94,8 @@ void CpuBackend::compute(Graph& g) {
                 case Op::Argmax: cpu::op_argmax(c, t); break;
             }
             c.barrier();
+            if (dump && ith == 0) dump_node(c, t);
+            if (dump) c.barrier();
         }
     });
 }
