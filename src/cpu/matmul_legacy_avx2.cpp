@@ -115,6 +115,11 @@ void kernel(const MatmulArgs& a, int64_t n0, int64_t m0, const Act4* act, int64_
     }
     for (int64_t b = 0; b < nblk; b++) {
         const Act4& as = act[b];
+        // The next rows' blocks: rows are short (a few hundred bytes), too short for the hardware
+        // prefetcher to ramp up on.
+        if constexpr (T == 1)
+            for (int r = 0; r < R; r++)
+                _mm_prefetch(reinterpret_cast<const char*>(&w[r][b]) + R * a.w_stride, _MM_HINT_T0);
         for (int r = 0; r < R; r++) {
             Lanes<F> l;
             l.prep(w[r][b]);
