@@ -87,6 +87,11 @@ TEST_SUITE("scheduler") {
         o.n_parallel = 4;
         o.n_ctx = n_ctx;
         o.n_batch = 24;  // long prompts are read in chunks between decode steps
+        SUBCASE("4 sequences, 24 tokens a step") {}
+        SUBCASE("3 sequences, 2 tokens a step: decode tokens take turns") {
+            o.n_parallel = 3;
+            o.n_batch = 2;
+        }
         Scheduler sched(*tm.m, make_backend("cpu", 2), o, is_eog);
         std::vector<Request> reqs;
         const auto sys = tokens(40, 99);  // a shared "system prompt" (whole blocks of 8 or 16)
