@@ -21,6 +21,7 @@
 #include "engine/batch_input.h"
 #include "engine/scheduler.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -31,7 +32,7 @@ namespace {
 struct Opts {
     RunOptions run;
     SamplingParams sampling;
-    std::string prompts, output, system, chat_template, input_format = "auto";
+    std::string prompts, output, system, system_file, chat_template, input_format = "auto";
     int n_parallel = 8, n_predict = -1, n_samples = 1;
     int64_t kv_tokens = 0;
     bool chat = false, jinja = false, resume = false, strict = false, ignore_eos = false;
@@ -143,6 +144,13 @@ void run(Opts& o) {
     }
     const bool any_messages =
         std::any_of(in.items.begin(), in.items.end(), [](const batch::Item& it) { return !it.messages.empty(); });
+    if (!o.system_file.empty()) {
+        if (!o.system.empty()) fail("give the system prompt with at most one of --system or --system-file");
+        o.system = read_file(o.system_file, "--system-file");
+        while (!o.system.empty() && (o.system.back() == '\n' || o.system.back() == '\r')) o.system.pop_back();
+        if (o.system.empty()) fail("--system-file ", o.system_file, ": the file is empty");
+    }
+    if (unicode::find_invalid_utf8(o.system) != std::string::npos) fail("the system prompt is not valid UTF-8");
     if (!o.system.empty() && !o.chat && !any_messages)
         fail("--system applies to chat prompts: pass --chat (or give \"messages\" in JSONL)");
 
@@ -340,6 +348,7 @@ void add_batch(CLI::App& app) {
     cmd->add_option("--n-samples", o->n_samples, "Generations per prompt (records carry a \"sample\" index)");
     cmd->add_flag("--chat", o->chat, "Apply the model's chat template to plain prompts (one user turn)");
     cmd->add_option("--system", o->system, "System prompt for templated prompts that have none");
+    cmd->add_option("--system-file", o->system_file, "Read the system prompt from a file");
     cmd->add_option("--chat-template", o->chat_template,
                     "Template family instead of the model's (" + chat::ChatTemplate::known_names() + ")");
     cmd->add_flag("--jinja", o->jinja, "Run the model's own chat template (a Jinja subset)");

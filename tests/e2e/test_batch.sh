@@ -162,10 +162,16 @@ assert all(r['n_completion'] <= limit[r['id']] for r in rows), rows
 printf 'What is 2 + 2?\n' >"$TMP/q.txt"
 "${B[@]}" -f "$TMP/q.txt" -n 4 --temp 0 --chat >"$TMP/chat.jsonl" 2>/dev/null
 "${B[@]}" -f "$TMP/q.txt" -n 4 --temp 0 >"$TMP/plain.jsonl" 2>/dev/null
-check_jsonl "batch: --chat applies the template" "$TMP/chat.jsonl" "
+printf 'You answer in one word.\n' >"$TMP/system.txt"
+"${B[@]}" -f "$TMP/q.txt" -n 4 --temp 0 --chat --system-file "$TMP/system.txt" >"$TMP/system.jsonl" 2>/dev/null
+check_jsonl "batch: --chat applies the template, --system-file adds a system turn" "$TMP/chat.jsonl" "
 plain = json.loads(open('$TMP/plain.jsonl').read())
+system = json.loads(open('$TMP/system.jsonl').read())
 assert rows[0]['n_prompt'] > plain['n_prompt'] + 5, (rows[0], plain)
+assert system['n_prompt'] > rows[0]['n_prompt'] + 3, (system, rows[0])
 "
+expect_error "batch: --system without chat prompts" "--system applies to chat prompts" \
+  "${B[@]}" -f "$TMP/q.txt" --system "Be brief."
 
 # Bad flags: one line naming the flag.
 expect_error "batch: -np 0" "-np 0" "${B[@]}" -f "$P" -np 0
