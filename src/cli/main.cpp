@@ -6,8 +6,8 @@
 #include "cli/commands.h"
 #include "util/error.h"
 
-// llama-bench spells some options with a single dash and two letters, which CLI11 reads as
-// clustered short flags: rewrite them to their long forms so users can switch tools freely.
+// llama.cpp's tools spell some options with a single dash and two letters (-pg, -ub, -np, -md), which
+// CLI11 reads as clustered short flags: rewrite them to their long forms so users can switch tools freely.
 static std::vector<std::string> normalise_args(int argc, char** argv) {
     std::vector<std::string> args;
     for (int i = argc - 1; i >= 1; i--) {  // CLI11 wants them in reverse order
@@ -15,6 +15,7 @@ static std::vector<std::string> normalise_args(int argc, char** argv) {
         if (a == "-pg") a = "--pg";
         else if (a == "-ub") a = "--ubatch-size";
         else if (a == "-np") a = "--parallel";
+        else if (a == "-md") a = "--draft-model";
         args.push_back(a);
     }
     return args;
