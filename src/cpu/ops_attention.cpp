@@ -49,10 +49,11 @@ void op_kv_write(const OpCtx& c, Tensor* t) {
 // 64+ query tokens; this one is used for every batch size, so results never depend on the batch
 // (perplexity moves by ~0.05%).
 //
-// Work items are (KV head, tile of up to kTile consecutive tokens of one sequence): each cached K/V
-// row is converted to f32 once and used by every query head of the group for every token of the
-// tile. Each query still visits its own keys 0..pos in order with the same arithmetic, so its result
-// does not depend on which other tokens or sequences share the batch.
+// Work items are (query head, tile of up to kTile consecutive tokens of one sequence): each cached
+// K/V row is converted to f32 once per item and used for every token of the tile. One item per query
+// head (not per KV head) so a single decode token still gives n_head items to share out. Each query
+// visits its own keys 0..pos in order with the same arithmetic, so its result does not depend on
+// which other tokens or sequences share the batch, nor on the thread count.
 constexpr int64_t kTile = 16;
 
 namespace {
@@ -116,9 +117,8 @@ inline void update_acc(float* a, const float* v, float ms, float vs, bool rescal
 }  // namespace
 
 size_t attention_work(const Tensor* t) {
-    const int64_t D = t->src[0]->ne[0], group = t->src[0]->ne[1] / t->ip[0];
-    const int64_t rows = kTile * group;
-    // K and V rows in f32, then per (token, head): query, accumulator, softmax state; tile starts
+    const int64_t D = t->src[0]->ne[0], rows = kTile;
+    // K and V rows in f32, then per token of the tile: query, accumulator, softmax state; tile starts
     return sizeof(float) * 2 * size_t(D) + size_t(rows) * (sizeof(float) * 2 * size_t(D) + sizeof(Row)) +
            sizeof(int32_t) * size_t(t->src[0]->ne[2] + 1) + 64;
 }
@@ -137,7 +137,7 @@ void op_attention(const OpCtx& c, Tensor* t) {
     const float scale = t->fp[0], softcap = t->fp[1];
     const int64_t group = n_head / n_head_kv;
     const size_t head_bytes = row_bytes(kc->type, D);
-    const int64_t rows = kTile * group;
+    const int64_t rows = kTile;
     const bool k_q8 = kc->type == DType::Q8_0, k_f16 = kc->type == DType::F16, v_f16 = vc->type == DType::F16;
 
     float* krow = reinterpret_cast<float*>(c.thread_work());
@@ -154,25 +154,23 @@ void op_attention(const OpCtx& c, Tensor* t) {
     tiles[n_tiles] = int32_t(T);
 
     int64_t b, e;
-    c.range(n_head_kv * n_tiles, b, e);
+    c.range(n_head * n_tiles, b, e);
     for (int64_t item = b; item < e; item++) {
-        const int64_t hk = item / n_tiles, ti = item % n_tiles, t0 = tiles[ti], t1 = tiles[ti + 1];
+        const int64_t h = item / n_tiles, hk = h / group, ti = item % n_tiles, t0 = tiles[ti], t1 = tiles[ti + 1];
         const int32_t* blocks = table + int64_t(seq[t0]) * max_blocks;
         int64_t lo = INT64_MAX, hi = -1;  // positions any token of the tile attends to
         for (int64_t tok = t0; tok < t1; tok++) {
             const int64_t last = pos[tok], first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
             lo = std::min(lo, first);
             hi = std::max(hi, last);
-            for (int64_t g = 0; g < group; g++) {
-                const int64_t r = (tok - t0) * group + g, h = hk * group + g;
-                const float* qs = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
-                float* qr = qv + r * D;  // a Q8_0 query lives in the same room (fewer bytes)
-                if (k_q8) quantize_activations(DType::Q8_0, qs, qr, D);
-                else if (k_f16) for (int64_t i = 0; i < D; i++) qr[i] = round_f16(qs[i]);
-                else std::copy(qs, qs + D, qr);
-                st[r] = {-INFINITY, 0.0f};
-                std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
-            }
+            const int64_t r = tok - t0;
+            const float* qs = reinterpret_cast<const float*>(c.ptr(q) + size_t(tok) * q->nb[2] + size_t(h) * q->nb[1]);
+            float* qr = qv + r * D;  // a Q8_0 query lives in the same room (fewer bytes)
+            if (k_q8) quantize_activations(DType::Q8_0, qs, qr, D);
+            else if (k_f16) for (int64_t i = 0; i < D; i++) qr[i] = round_f16(qs[i]);
+            else std::copy(qs, qs + D, qr);
+            st[r] = {-INFINITY, 0.0f};
+            std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
         }
         for (int64_t j = lo; j <= hi; j++) {
             const size_t row = size_t(blocks[j / bs]) * size_t(bs) + size_t(j % bs);
@@ -182,34 +180,31 @@ void op_attention(const OpCtx& c, Tensor* t) {
             for (int64_t tok = t0; tok < t1; tok++) {
                 const int64_t last = pos[tok], first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
                 if (j < first || j > last) continue;
-                for (int64_t g = 0; g < group; g++) {
-                    const int64_t r = (tok - t0) * group + g;
-                    float s = k_q8 ? vec_dot(DType::Q8_0, D, kraw, qv + r * D) : dot(krow, qv + r * D, D);
-                    if (softcap > 0) s = softcap * std::tanh(s * (scale / softcap));
-                    else s *= scale;
-                    float ms = 1.0f, vs = 1.0f;
-                    Row& R = st[r];
-                    float* a = acc + r * D;
-                    const bool new_max = s > R.M;
-                    if (new_max) {
-                        const float Mold = R.M;
-                        R.M = s;
-                        ms = std::exp(Mold - R.M);
-                    } else {
-                        vs = std::exp(s - R.M);
-                    }
-                    update_acc(a, vrow, ms, vs, new_max, v_f16, D);
-                    R.S = std::fma(R.S, ms, vs);
+                const int64_t r = tok - t0;
+                float s = k_q8 ? vec_dot(DType::Q8_0, D, kraw, qv + r * D) : dot(krow, qv + r * D, D);
+                if (softcap > 0) s = softcap * std::tanh(s * (scale / softcap));
+                else s *= scale;
+                float ms = 1.0f, vs = 1.0f;
+                Row& R = st[r];
+                float* a = acc + r * D;
+                const bool new_max = s > R.M;
+                if (new_max) {
+                    const float Mold = R.M;
+                    R.M = s;
+                    ms = std::exp(Mold - R.M);
+                } else {
+                    vs = std::exp(s - R.M);
                 }
+                update_acc(a, vrow, ms, vs, new_max, v_f16, D);
+                R.S = std::fma(R.S, ms, vs);
             }
         }
-        for (int64_t tok = t0; tok < t1; tok++)
-            for (int64_t g = 0; g < group; g++) {
-                const int64_t r = (tok - t0) * group + g, h = hk * group + g;
-                float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(tok) * t->nb[1]) + h * D;
-                const float inv = st[r].S == 0.0f ? 0.0f : 1.0f / st[r].S;
-                for (int64_t i = 0; i < D; i++) out[i] = acc[r * D + i] * inv;
-            }
+        for (int64_t tok = t0; tok < t1; tok++) {
+            const int64_t r = tok - t0;
+            float* out = reinterpret_cast<float*>(c.ptr(t) + size_t(tok) * t->nb[1]) + h * D;
+            const float inv = st[r].S == 0.0f ? 0.0f : 1.0f / st[r].S;
+            for (int64_t i = 0; i < D; i++) out[i] = acc[r * D + i] * inv;
+        }
     }
 }
 
