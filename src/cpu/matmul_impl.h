@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "tensor/dtype.h"
 
@@ -16,6 +17,16 @@ struct MatmulArgs {
     float* Y;
     int64_t ldy, K, n_begin, n_end, M;
 };
+
+// Calls body(std::integral_constant<int, T>()) with T = min(4, left): the kernels take the number of
+// tokens they multiply at once as a compile-time constant.
+template <class Body>
+void with_token_count(int64_t left, const Body& body) {
+    if (left >= 4) body(std::integral_constant<int, 4>());
+    else if (left == 3) body(std::integral_constant<int, 3>());
+    else if (left == 2) body(std::integral_constant<int, 2>());
+    else body(std::integral_constant<int, 1>());
+}
 
 namespace avx2 {
 // The legacy 32-value formats summed in ggml's order (matmul_legacy_avx2.cpp); false for other types.

@@ -140,15 +140,6 @@ void kernel(const MatmulArgs& a, int64_t n0, int64_t m0, const Act4* act, int64_
     }
 }
 
-// Calls body(integral_constant<T>) with T = min(4, left).
-template <class Body>
-void with_tokens(int64_t left, const Body& body) {
-    if (left >= 4) body(std::integral_constant<int, 4>());
-    else if (left == 3) body(std::integral_constant<int, 3>());
-    else if (left == 2) body(std::integral_constant<int, 2>());
-    else body(std::integral_constant<int, 1>());
-}
-
 template <class F>
 void run(const MatmulArgs& a) {
     using A = typename F::A;
@@ -170,7 +161,7 @@ void run(const MatmulArgs& a) {
         const int64_t p1 = std::min(a.n_end, p0 + kPanel);
         for (int64_t m0 = 0; m0 < a.M; m0 += 4) {
             const Act4* g = act.data() + (m0 / 4) * nblk;
-            with_tokens(a.M - m0, [&](auto tc) {
+            with_token_count(a.M - m0, [&](auto tc) {
                 constexpr int T = decltype(tc)::value;
                 constexpr int R = T == 1 ? 4 : 2;
                 int64_t n = p0;

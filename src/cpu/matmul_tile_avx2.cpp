@@ -178,15 +178,6 @@ void run_tokens(const Kernel& kernel, float* Y, int64_t ldy, int64_t m0, int64_t
     }
 }
 
-// Calls body.template operator()<NT>() with NT = min(4, left) as a compile-time constant.
-template <class Body>
-void with_token_count(int64_t left, const Body& body) {
-    if (left >= 4) body(std::integral_constant<int, 4>());
-    else if (left == 3) body(std::integral_constant<int, 3>());
-    else if (left == 2) body(std::integral_constant<int, 2>());
-    else body(std::integral_constant<int, 1>());
-}
-
 // Per-thread scratch, grown to the largest matrix seen and then reused.
 struct Scratch {
     std::vector<uint8_t> q;

@@ -77,14 +77,6 @@ void run_tokens(const Kernel& k, float* Y, int64_t ldy, int64_t m0, int64_t n0, 
     for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(Y + (m0 + t) * ldy + n0, mask, acc[t]);
 }
 
-template <class Body>
-void with_token_count(int64_t left, const Body& body) {
-    if (left >= 4) body(std::integral_constant<int, 4>());
-    else if (left == 3) body(std::integral_constant<int, 3>());
-    else if (left == 2) body(std::integral_constant<int, 2>());
-    else body(std::integral_constant<int, 1>());
-}
-
 struct Scratch {
     std::vector<uint8_t> q;
     std::vector<float> dm;
