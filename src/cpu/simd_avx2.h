@@ -41,16 +41,17 @@ inline __m256i bits_to_bytes(uint32_t bits) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
 
+// The 5th bits of a Q5_0 / Q5_1 block (4 bytes, bit j for element j) as bytes: 0xFF where set.
+inline __m256i fifth_bits(const uint8_t qh[4]) {
+    uint32_t bits;
+    std::memcpy(&bits, qh, 4);
+    return bits_to_bytes(bits);
+}
+
 // 8 x int32: sums of 4 neighbouring products of unsigned u (0..255) and signed s bytes. The int16
 // pair sums saturate only if u > 128 meets s = -128, which the formats here never produce.
 inline __m256i dot_u8_i8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
-// Same for two signed byte vectors: |a| times b with a's sign moved onto it. a may hold -128
-// (weights read from a file), b must not (activations are quantized to -127..127).
-inline __m256i dot_i8_i8(__m256i a, __m256i b) {
-    return dot_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
 }
 
 inline float load_f16(const void* p) {

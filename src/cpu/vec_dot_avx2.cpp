@@ -1,12 +1,13 @@
 // AVX2 + FMA dot-product kernels, one per weight type. Quants are widened to bytes, multiplied with
-// the int8 activations by vpmaddubsw (unsigned x signed, so signed weights go through
-// dot_i8_i8), summed to int32 per block or sub-block, and scaled in float once per block.
+// the int8 activations by vpmaddubsw (unsigned x signed; signed weights pass their signs to the
+// activations), summed to int32 per block or sub-block, and scaled in float once per block.
 #include "cpu/vec_dot_impl.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
 #include <cmath>
 
+#include "cpu/legacy_formats_avx2.h"
 #include "cpu/simd_avx2.h"
 #include "tensor/half.h"
 #include "tensor/quant.h"
@@ -24,60 +25,23 @@ inline __m256i scale_pair(int lo, int hi) {
     return _mm256_set_m128i(_mm_set1_epi16(int16_t(hi)), _mm_set1_epi16(int16_t(lo)));
 }
 
-// ---- legacy formats: 32 values per block ----
+// ---- legacy formats: one accumulator, blocks in order (ggml's order), with the same lane sums as
+// matmul_legacy_avx2.cpp's kernels ----
 
-inline __m256 block_q4_0(const BlockQ4_0& w, const BlockQ8_0& a, __m256 acc) {
-    const __m256i q = _mm256_sub_epi8(unpack_nibbles16(w.qs), _mm256_set1_epi8(8));
-    return scale_add(dot_i8_i8(q, loadu(a.qs)), load_f16(&w.d) * load_f16(&a.d), acc);
-}
-
-inline __m256 block_q5_0(const BlockQ5_0& w, const BlockQ8_0& a, __m256 acc) {
-    uint32_t qh;
-    std::memcpy(&qh, w.qh, 4);
-    // nibble | 0xF0 is nibble - 16 as a signed byte: that is the value when the 5th bit is clear.
-    const __m256i high = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(int8_t(0xF0)));
-    const __m256i q = _mm256_or_si256(unpack_nibbles16(w.qs), high);
-    return scale_add(dot_i8_i8(q, loadu(a.qs)), load_f16(&w.d) * load_f16(&a.d), acc);
-}
-
-inline __m256 block_q8_0(const BlockQ8_0& w, const BlockQ8_0& a, __m256 acc) {
-    return scale_add(dot_i8_i8(loadu(w.qs), loadu(a.qs)), load_f16(&w.d) * load_f16(&a.d), acc);
-}
-
-// Q4_1 / Q5_1: sum((d*q + m) * da*qa) = d*da*sum(q*qa) + m*s; the min part is added in `mins`.
-inline __m256 block_q4_1(const BlockQ4_1& w, const BlockQ8_1& a, __m256 acc, float& mins) {
-    mins = std::fma(load_f16(&w.m), load_f16(&a.s), mins);
-    return scale_add(dot_u8_i8(unpack_nibbles16(w.qs), loadu(a.qs)), load_f16(&w.d) * load_f16(&a.d), acc);
-}
-
-inline __m256 block_q5_1(const BlockQ5_1& w, const BlockQ8_1& a, __m256 acc, float& mins) {
-    uint32_t qh;
-    std::memcpy(&qh, w.qh, 4);
-    const __m256i high = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
-    const __m256i q = _mm256_or_si256(unpack_nibbles16(w.qs), high);
-    mins = std::fma(load_f16(&w.m), load_f16(&a.s), mins);
-    return scale_add(dot_u8_i8(q, loadu(a.qs)), load_f16(&w.d) * load_f16(&a.d), acc);
-}
-
-// One accumulator, blocks in order: ggml's summation order, which matmul_legacy_avx2.cpp repeats
-// for every output (the two must agree bit for bit).
-template <class WB, class AB, __m256 (*Block)(const WB&, const AB&, __m256)>
+template <class F>
 float dot_legacy(int64_t n, const void* wv, const void* av) {
-    const WB* w = static_cast<const WB*>(wv);
-    const AB* a = static_cast<const AB*>(av);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / kQK; i++) acc = Block(w[i], a[i], acc);
-    return hsum(acc);
-}
-
-template <class WB, __m256 (*Block)(const WB&, const BlockQ8_1&, __m256, float&)>
-float dot_legacy_min(int64_t n, const void* wv, const void* av) {
-    const WB* w = static_cast<const WB*>(wv);
-    const BlockQ8_1* a = static_cast<const BlockQ8_1*>(av);
+    const auto* w = static_cast<const typename F::W*>(wv);
+    const auto* a = static_cast<const typename F::A*>(av);
     __m256 acc = _mm256_setzero_ps();
     float mins = 0;
-    for (int64_t i = 0; i < n / kQK; i++) acc = Block(w[i], a[i], acc, mins);
-    return hsum(acc) + mins;
+    for (int64_t i = 0; i < n / kQK; i++) {
+        legacy::Lanes<F> l;
+        l.prep(w[i]);
+        const __m256 d = _mm256_mul_ps(_mm256_set1_ps(load_f16(&w[i].d)), _mm256_set1_ps(load_f16(&a[i].d)));
+        acc = _mm256_fmadd_ps(d, l.dot(a[i].qs), acc);
+        if constexpr (F::kOffset) mins = std::fma(legacy::block_offset<F>(w[i]), load_f16(&a[i].s), mins);
+    }
+    return F::kOffset ? hsum(acc) + mins : hsum(acc);
 }
 
 // ---- K-quants: one 256-value super-block per iteration ----
@@ -240,11 +204,11 @@ float dot_float(int64_t n, const void* wv, const void* av) {
 
 VecDotFn kernel(DType w) {
     switch (w) {
-        case DType::Q4_0: return dot_legacy<BlockQ4_0, BlockQ8_0, block_q4_0>;
-        case DType::Q5_0: return dot_legacy<BlockQ5_0, BlockQ8_0, block_q5_0>;
-        case DType::Q8_0: return dot_legacy<BlockQ8_0, BlockQ8_0, block_q8_0>;
-        case DType::Q4_1: return dot_legacy_min<BlockQ4_1, block_q4_1>;
-        case DType::Q5_1: return dot_legacy_min<BlockQ5_1, block_q5_1>;
+        case DType::Q4_0: return dot_legacy<legacy::Q4_0>;
+        case DType::Q5_0: return dot_legacy<legacy::Q5_0>;
+        case DType::Q8_0: return dot_legacy<legacy::Q8_0>;
+        case DType::Q4_1: return dot_legacy<legacy::Q4_1>;
+        case DType::Q5_1: return dot_legacy<legacy::Q5_1>;
         case DType::Q2_K: return dot_q2_k;
         case DType::Q3_K: return dot_q3_k;
         case DType::Q4_K: return dot_q45_k<BlockQ4_K, false>;
