@@ -364,9 +364,9 @@ private:
                                     static_cast<float*>(partial_), stream_);
                     break;
                 }
-                case Op::Argmax:
-                    cuda::argmax_rows(f(t->src[0]), reinterpret_cast<int32_t*>(ptr(t)), t->src[0]->ne[0],
-                                      t->src[0]->nrows(), stream_);
+                case Op::TopK:
+                    cuda::top_k_rows(f(t->src[0]), t->src[0]->nb[1] / 4, reinterpret_cast<int32_t*>(ptr(t)),
+                                     t->src[0]->ne[0], t->ip[0], t->src[0]->nrows(), stream_);
                     break;
             }
         }

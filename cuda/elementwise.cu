@@ -1,5 +1,4 @@
-// Row-wise kernels: conversions, add/mul with broadcast, scale, GLU activations, RMSNorm, RoPE,
-// argmax. Each mirrors its CPU twin in src/cpu/ops_basic.cpp / ops_rope.cpp.
+// Row-wise kernels: conversions, add/mul with broadcast, scale, GLU activations, RMSNorm, RoPE. Each mirrors its CPU twin in src/cpu/ops_basic.cpp / ops_rope.cpp.
 #include <cuda_fp16.h>
 
 #include "kernels.h"
@@ -98,31 +97,6 @@ __global__ void rope_kernel(const float* x, float* y, const int32_t* pos, const 
     }
 }
 
-__global__ void argmax_kernel(const float* x, int32_t* out, int n) {
-    const float* xr = x + size_t(blockIdx.x) * n;
-    float best = -INFINITY;
-    int idx = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        if (xr[i] > best) { best = xr[i]; idx = i; }
-    __shared__ float sv[1024];
-    __shared__ int si[1024];
-    sv[threadIdx.x] = best;
-    si[threadIdx.x] = idx;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (int(threadIdx.x) < s) {
-            const float ov = sv[threadIdx.x + s];
-            const int oi = si[threadIdx.x + s];
-            if (ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
-                sv[threadIdx.x] = ov;
-                si[threadIdx.x] = oi;
-            }
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[blockIdx.x] = si[0];
-}
-
 unsigned blocks(int64_t n, int per) { return unsigned((n + per - 1) / per); }
 
 }  // namespace
@@ -153,10 +127,6 @@ void rope(const float* x, float* y, const int32_t* pos, const float* factors, in
           int64_t T, size_t x_nb1, size_t x_nb2, const RopeArgs& a, cudaStream_t s) {
     dim3 grid(1, unsigned(n_head), unsigned(T));
     rope_kernel<<<grid, 64, 0, s>>>(x, y, pos, factors, int(head_dim), x_nb1 / 4, x_nb2 / 4, a);
-}
-
-void argmax_rows(const float* x, int32_t* out, int64_t n, int64_t rows, cudaStream_t s) {
-    argmax_kernel<<<unsigned(rows), 1024, 0, s>>>(x, out, int(n));
 }
 
 }  // namespace lumen::cuda

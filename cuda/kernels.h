@@ -33,7 +33,9 @@ struct RopeArgs {
 };
 void rope(const float* x, float* y, const int32_t* pos, const float* factors, int64_t head_dim, int64_t n_head,
           int64_t T, size_t x_nb1, size_t x_nb2, const RopeArgs& a, cudaStream_t s);
-void argmax_rows(const float* x, int32_t* out, int64_t n, int64_t rows, cudaStream_t s);
+
+// top_k.cu: the k largest of each row (see Graph::top_k for the output layout).
+void top_k_rows(const float* x, size_t x_stride, int32_t* out, int64_t n, int64_t k, int64_t rows, cudaStream_t s);
 
 // attention.cu
 void kv_write(int cache_type, void* cache, size_t row_bytes, const float* k, const int32_t* rows, int64_t width,

@@ -102,6 +102,8 @@ struct Gpu {
     LUMEN_DEV Dim grid() const { return {int(gridDim.x), int(gridDim.y), int(gridDim.z)}; }
     LUMEN_DEV char* smem() const { return smem_; }
     LUMEN_DEV void sync() const { __syncthreads(); }
+    // Atomic on shared or global memory; returns the old value.
+    LUMEN_DEV int atomic_add(int* p, int v) const { return atomicAdd(p, v); }
 
     template <class T> LUMEN_DEV T shfl_xor(T v, int mask) const { return __shfl_xor_sync(0xffffffffu, v, mask); }
     template <class T> LUMEN_DEV T shfl(T v, int src) const { return __shfl_sync(0xffffffffu, v, src); }

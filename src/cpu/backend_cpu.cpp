@@ -91,7 +91,7 @@ void CpuBackend::compute(Graph& g) {
                 case Op::Rope: cpu::op_rope(c, t); break;
                 case Op::KVWrite: cpu::op_kv_write(c, t); break;
                 case Op::Attention: cpu::op_attention(c, t); break;
-                case Op::Argmax: cpu::op_argmax(c, t); break;
+                case Op::TopK: cpu::op_top_k(c, t); break;
             }
             c.barrier();
             if (dump && ith == 0) dump_node(c, t);

@@ -40,6 +40,6 @@ void op_rms_norm(const OpCtx& c, Tensor* t);
 void op_rope(const OpCtx& c, Tensor* t);
 void op_kv_write(const OpCtx& c, Tensor* t);
 void op_attention(const OpCtx& c, Tensor* t);
-void op_argmax(const OpCtx& c, Tensor* t);
+void op_top_k(const OpCtx& c, Tensor* t);
 
 }  // namespace lumen::cpu

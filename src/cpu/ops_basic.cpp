@@ -1,6 +1,8 @@
-// Row-wise ops: get_rows, add/mul with broadcast, scale, GLU activations, rms_norm, argmax.
+// Row-wise ops: get_rows, add/mul with broadcast, scale, GLU activations, rms_norm, top_k.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "cpu/ops.h"
 #if defined(__AVX2__) && defined(__FMA__)
@@ -92,16 +94,29 @@ void op_rms_norm(const OpCtx& c, Tensor* t) {
     }
 }
 
-void op_argmax(const OpCtx& c, Tensor* t) {
+// One pass keeping the k best so far in order (value descending, index ascending): an element
+// enters only if it beats the current k-th, which after the first few thousand elements is rare.
+void op_top_k(const OpCtx& c, Tensor* t) {
     const Tensor* a = t->src[0];
+    const int k = t->ip[0];
     int64_t b, e;
     c.range(a->nrows(), b, e);
+    std::vector<std::pair<float, int32_t>> best;
     for (int64_t r = b; r < e; r++) {
         const float* x = reinterpret_cast<const float*>(c.ptr(a) + size_t(r) * a->nb[1]);
-        int32_t best = 0;
-        for (int64_t i = 1; i < a->ne[0]; i++)
-            if (x[i] > x[best]) best = int32_t(i);
-        reinterpret_cast<int32_t*>(c.ptr(t))[r] = best;
+        best.clear();
+        for (int32_t i = 0; i < int32_t(a->ne[0]); i++) {
+            if (int(best.size()) == k && !(x[i] > best.back().first)) continue;  // later index loses ties
+            auto at = std::upper_bound(best.begin(), best.end(), x[i],
+                                       [](float v, const std::pair<float, int32_t>& p) { return v > p.first; });
+            best.insert(at, {x[i], i});
+            if (int(best.size()) > k) best.pop_back();
+        }
+        int32_t* out = reinterpret_cast<int32_t*>(c.ptr(t) + size_t(r) * t->nb[1]);
+        for (int j = 0; j < k; j++) {
+            out[j] = best[size_t(j)].second;
+            std::memcpy(&out[k + j], &best[size_t(j)].first, 4);
+        }
     }
 }
 

@@ -171,9 +171,12 @@ Tensor* Graph::attention(Tensor* q, Tensor* k_cache, Tensor* v_cache, Tensor* po
     return t;
 }
 
-Tensor* Graph::argmax(Tensor* a) {
-    Tensor* t = new_op(Op::Argmax, DType::I32, 1, a->nrows());
+Tensor* Graph::top_k(Tensor* a, int k) {
+    check(a->type == DType::F32, "top_k", "the input must be F32");
+    check(k >= 1 && k <= kTopKMax && k <= a->ne[0], "top_k", "k must be in [1, min(256, row length)]");
+    Tensor* t = new_op(Op::TopK, DType::I32, 2 * int64_t(k), a->nrows());
     t->src[0] = a;
+    t->ip[0] = k;
     return t;
 }
 

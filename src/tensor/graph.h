@@ -51,7 +51,11 @@ public:
     // block_table[p / block_size][seq[t]] * block_size + p % block_size. Result {head_dim*n_head, T}.
     Tensor* attention(Tensor* q, Tensor* k_cache, Tensor* v_cache, Tensor* pos, Tensor* seq, Tensor* block_table,
                       int block_size, int n_head_kv, float scale, int window = 0, float softcap = 0.0f);
-    Tensor* argmax(Tensor* a);
+    // The k largest elements of each row of a (F32), for sampling from k candidates: I32 {2k, rows},
+    // each row k indices (largest value first, equal values by lower index) then the k values as
+    // float bits. 1 <= k <= min(256, row length).
+    static constexpr int kTopKMax = 256;
+    Tensor* top_k(Tensor* a, int k);
 
     void mark_output(Tensor* t) { t->is_output = true; }
 

@@ -17,7 +17,7 @@ const char* op_name(Op op) {
         case Op::GeGLU: return "geglu";
         case Op::KVWrite: return "kv_write";
         case Op::Attention: return "attention";
-        case Op::Argmax: return "argmax";
+        case Op::TopK: return "top_k";
     }
     return "?";
 }

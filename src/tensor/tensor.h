@@ -24,7 +24,8 @@ enum class Op : uint8_t {
     GeGLU,      // gelu(src[0]) * src[1] (tanh approximation)
     KVWrite,    // writes src[1] {head_dim*n_kv_head, T} into cache src[0] at rows src[2] (I32 physical rows)
     Attention,  // softmax(q k^T * f[0] + causal mask) v over the paged cache; see graph.h
-    Argmax,     // index of the largest element of each row -> I32 {1, rows}
+    TopK,       // the ip[0] largest of each row, largest first, ties to the lower index ->
+                // I32 {2k, rows}: k indices, then the k values' float bits
 };
 const char* op_name(Op op);
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -76,6 +77,11 @@ public:
     Dim grid() const { return b_->grid; }
     char* smem() const { return b_->smem.data(); }
     void sync() { wait(b_->bar); }
+    int atomic_add(int* p, int v) {  // fibers switch only at barriers: a plain add is atomic
+        const int old = *p;
+        *p += v;
+        return old;
+    }
 
     template <class T> T shfl_xor(T v, int mask) { return exchange(v, lane() ^ mask); }
     template <class T> T shfl(T v, int src) { return exchange(v, src & 31); }
@@ -164,7 +170,6 @@ private:
     std::vector<detail::Copy> pending_;
     std::vector<std::vector<detail::Copy>> groups_;
     ucontext_t ctx_{};
-    std::vector<char> stack_;
     detail::Barrier* waiting_ = nullptr;
     uint64_t waiting_gen_ = 0;
     bool done_ = false;
@@ -248,7 +253,9 @@ inline void Emu::entry() {
 inline void Emu::launch(Dim grid, int threads, size_t smem_bytes, const std::function<void(Emu&)>& body) {
     if (threads <= 0 || threads % 32 != 0 || threads > 1024)
         throw std::runtime_error("emulated launch: threads per block must be a multiple of 32 up to 1024");
+    // One stack per thread, reused by every block; left uninitialised so untouched pages cost nothing.
     constexpr size_t kStack = 256 * 1024;
+    std::unique_ptr<char[]> stacks(new char[kStack * size_t(threads)]);
     for (int z = 0; z < grid.z; z++)
         for (int y = 0; y < grid.y; y++)
             for (int x = 0; x < grid.x; x++) {
@@ -268,9 +275,8 @@ inline void Emu::launch(Dim grid, int threads, size_t smem_bytes, const std::fun
                     e.b_ = &bs;
                     e.body_ = &body;
                     e.scheduler_ = &sched;
-                    e.stack_.resize(kStack);
                     getcontext(&e.ctx_);
-                    e.ctx_.uc_stack.ss_sp = e.stack_.data();
+                    e.ctx_.uc_stack.ss_sp = stacks.get() + kStack * size_t(t);
                     e.ctx_.uc_stack.ss_size = kStack;
                     e.ctx_.uc_link = nullptr;
                     makecontext(&e.ctx_, &Emu::entry, 0);

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <random>
@@ -315,18 +316,22 @@ void all_ops(bool gpu) {
 TEST_SUITE("ops") {
     TEST_CASE("every op matches its scalar reference on the CPU") { all_ops(false); }
 
-    TEST_CASE("argmax picks the first of equal maxima") {
+    TEST_CASE("top_k: the k largest, largest first, ties to the lower index") {
         Case c;
-        std::vector<float> v = {1, 5, 2, 5, -1, 0, 0, 0};
-        c.out = c.g.argmax(c.input_f32(v, 4, 2));
+        std::vector<float> v = {1, 5, 2, 5, -1, 0, 0, 0,  // row 0
+                                0, 0, 0, 0, 3, 0, -2, 0};  // row 1: ties straddle the k-th
+        c.out = c.g.top_k(c.input_f32(v, 8, 2), 3);
         c.g.mark_output(c.out);
         c.g.plan();
         auto be = make_backend("cpu", 2);
         be->compute(c.g);
-        int32_t r[2];
+        int32_t r[12];
         be->read(c.out, r, sizeof r);
-        CHECK(r[0] == 1);
-        CHECK(r[1] == 1);
+        auto val = [&](int i) { float f; std::memcpy(&f, &r[i], 4); return f; };
+        CHECK(r[0] == 1); CHECK(r[1] == 3); CHECK(r[2] == 2);
+        CHECK(val(3) == 5.0f); CHECK(val(4) == 5.0f); CHECK(val(5) == 2.0f);
+        CHECK(r[6] == 4); CHECK(r[7] == 0); CHECK(r[8] == 1);
+        CHECK(val(9) == 3.0f); CHECK(val(10) == 0.0f); CHECK(val(11) == 0.0f);
     }
 
     TEST_CASE("the planner reuses memory") {
