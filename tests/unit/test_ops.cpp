@@ -348,4 +348,27 @@ TEST_SUITE("ops") {
 
 TEST_SUITE("gpu") {
     TEST_CASE("every op on CUDA matches its scalar reference" * doctest::skip(cuda::device_count() == 0)) { all_ops(true); }
+
+    TEST_CASE("top_k on CUDA equals the CPU's, indices and values" * doctest::skip(cuda::device_count() == 0)) {
+        std::mt19937 rng(9);
+        std::normal_distribution<float> d(0.0f, 4.0f);
+        const int64_t n = 128256;  // Llama 3's vocabulary
+        std::vector<float> v(size_t(n) * 3);
+        for (float& x : v) x = d(rng);
+        for (int64_t i = 0; i < n; i += 3) v[size_t(2 * n + i)] = 1.5f;  // row 2: many ties at the top
+        for (int k : {1, 64, 256}) {
+            CAPTURE(k);
+            std::vector<int32_t> want(size_t(6 * k)), got(size_t(6 * k));
+            for (const char* dev : {"cpu", "cuda"}) {
+                Case c;
+                c.out = c.g.top_k(c.input_f32(v, n, 3), k);
+                c.g.mark_output(c.out);
+                c.g.plan();
+                auto be = make_backend(dev, 2);
+                be->compute(c.g);
+                be->read(c.out, std::string(dev) == "cpu" ? want.data() : got.data(), want.size() * 4);
+            }
+            CHECK(got == want);
+        }
+    }
 }
