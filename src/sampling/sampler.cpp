@@ -1,5 +1,7 @@
 #include "sampling/sampler.h"
 
+#include "util/error.h"
+
 #include <algorithm>
 #include <cmath>
 #include <unordered_map>
@@ -84,8 +86,35 @@ const TokenDist& Sampler::distribution(const float* logits) {
         return dist_;
     }
 
+    return finish(cand_.size());
+}
+
+bool Sampler::exact_from(int k) const {
+    if (penalise() || k < 1) return false;
+    return p_.temp <= 0.0f || (p_.top_k > 0 && p_.top_k <= k);
+}
+
+int32_t Sampler::sample(const Candidates& c) {
+    if (!exact_from(c.k)) fail("sampler: ", c.k, " candidates cannot stand for the whole row");
+    if (p_.temp <= 0.0f) return c.ids[0];
+    return draw(distribution(c));
+}
+
+const TokenDist& Sampler::distribution(const Candidates& c) {
+    if (!exact_from(c.k)) fail("sampler: ", c.k, " candidates cannot stand for the whole row");
+    dist_.clear();
+    if (p_.temp <= 0.0f) {
+        dist_.push_back({c.ids[0], 1.0f});
+        return dist_;
+    }
+    cand_.resize(size_t(c.k));
+    for (int i = 0; i < c.k; i++) cand_[size_t(i)] = {c.ids[i], c.logits[i], 0.0f};
+    return finish(cand_.size());
+}
+
+// top-k (a partial sort), softmax, top-p, min-p, temperature over the first n of cand_.
+const TokenDist& Sampler::finish(size_t n) {
     auto by_logit = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
-    size_t n = cand_.size();
     if (p_.top_k > 0 && size_t(p_.top_k) < n) {
         std::partial_sort(cand_.begin(), cand_.begin() + p_.top_k, cand_.end(), by_logit);
         n = size_t(p_.top_k);

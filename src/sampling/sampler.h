@@ -33,6 +33,14 @@ struct TokenProb {
 // A sparse distribution: the candidates with non-zero probability, most likely first, summing to 1.
 using TokenDist = std::vector<TokenProb>;
 
+// The k largest logits of a row, largest first, equal logits by lower id (the graph's TopK op), so
+// a GPU hands back k candidates instead of the whole vocabulary.
+struct Candidates {
+    const int32_t* ids = nullptr;
+    const float* logits = nullptr;
+    int k = 0;
+};
+
 class Sampler {
 public:
     Sampler(const SamplingParams& p, int n_vocab);
@@ -41,6 +49,11 @@ public:
     // top-k, top-p, min-p, temperature): most likely first. Greedy (temp <= 0): one candidate, the
     // token sample() returns, with p = 1. The reference stays valid until the next call.
     const TokenDist& distribution(const float* logits);
+    // The same from the row's k largest logits: equal results, when exact_from(k) holds, to what the
+    // full row gives (the chain then only ever looks at the top candidates).
+    bool exact_from(int k) const;
+    int32_t sample(const Candidates& c);
+    const TokenDist& distribution(const Candidates& c);
     // A random draw from a distribution (one uniform number from this sampler's generator).
     int32_t draw(const TokenDist& d);
     // A uniform number in [0, 1) from this sampler's generator.
@@ -57,6 +70,7 @@ private:
     struct Cand { int32_t id; float logit; float p; };
     bool penalise() const;
     void apply_penalties();
+    const TokenDist& finish(size_t n);  // the chain after the candidates are in cand_
     SamplingParams p_;
     int n_vocab_;
     uint64_t seed_;
