@@ -56,7 +56,7 @@ Result run_test(const Model& m, const std::string& path, const Opts& o, const Te
     ro.n_batch = std::min(o.n_batch, o.n_ubatch);
     ro.cache_type = o.cache_type;
     ro.n_ctx = t.depth + t.n_prompt + t.n_gen + 16;
-    auto session = open_session(m, ro);
+    auto session = open_session(m, ro, 0);  // like llama-bench: logits out, no sampling
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> tok(0, m.hp.n_vocab - 1);
     auto random_tokens = [&](int n) {

@@ -31,8 +31,9 @@ void add_sampling_options(CLI::App* cmd, SamplingParams& p) {
 
 std::unique_ptr<Model> load_model(const RunOptions& o) { return Model::load(o.model); }
 
-std::unique_ptr<Session> open_session(const Model& m, const RunOptions& o) {
+std::unique_ptr<Session> open_session(const Model& m, const RunOptions& o, int n_top) {
     SessionOptions so;
+    so.n_top = n_top;
     so.n_ctx = o.n_ctx;
     so.n_batch = o.n_batch;
     so.n_threads = o.n_threads;

@@ -32,7 +32,7 @@ void run(Opts& o) {
     if (n_chunk == 0)
         fail("-f ", o.text_file, ": ", ids.size(), " tokens is less than one chunk of ", n_ctx, " (use a smaller -c)");
     if (o.chunks > 0 && o.chunks < n_chunk) n_chunk = o.chunks;
-    auto session = open_session(*model, o.run);
+    auto session = open_session(*model, o.run, 0);
     const int V = model->hp.n_vocab, first = n_ctx / 2;
     std::fprintf(stderr, "perplexity: %zu tokens, %d chunks of %d, scoring the last %d of each (%s)\n", ids.size(),
                  n_chunk, n_ctx, n_ctx - 1 - first, session->backend().name().c_str());

@@ -1,5 +1,6 @@
 #include "model/forward.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace lumen {
@@ -22,7 +23,7 @@ Tensor* linear(Graph& g, Tensor* x, WeightRef w, WeightRef bias) {
 }  // namespace
 
 std::unique_ptr<ForwardGraph> build_forward(const Model& m, KVCache& kv, int n_tokens, int n_out, int n_seqs,
-                                            int max_blocks) {
+                                            int max_blocks, int n_top) {
     const HParams& h = m.hp;
     const bool gemma = h.arch == "gemma3";
     auto fg = std::make_unique<ForwardGraph>();
@@ -97,6 +98,10 @@ std::unique_ptr<ForwardGraph> build_forward(const Model& m, KVCache& kv, int n_t
     x = norm(g, x, m.output_norm, h.norm_eps);
     fg->logits = g.mul_mat(W(g, m.output), x);
     g.mark_output(fg->logits);
+    if (n_top > 0) {
+        fg->top = g.top_k(fg->logits, std::min(n_top, int(h.n_vocab)));
+        g.mark_output(fg->top);
+    }
     g.plan();
     return fg;
 }

@@ -21,10 +21,12 @@ struct ForwardGraph {
     Tensor* block_table = nullptr;  // I32 {max_blocks, n_seqs}
     Tensor* out_ids = nullptr;      // I32 {n_out}: which batch rows produce logits
     Tensor* logits = nullptr;       // F32 {n_vocab, n_out}
+    Tensor* top = nullptr;          // I32 {2 n_top, n_out}: each row's n_top largest logits (Graph::top_k)
     std::vector<int32_t> tokens_buf, pos_buf, seq_buf, rows_buf, table_buf, out_buf;
 };
 
+// n_top > 0 adds `top`, so a sampler can read n_top candidates per row instead of the whole row.
 std::unique_ptr<ForwardGraph> build_forward(const Model& m, KVCache& kv, int n_tokens, int n_out, int n_seqs,
-                                            int max_blocks);
+                                            int max_blocks, int n_top = 0);
 
 }  // namespace lumen

@@ -6,7 +6,15 @@
 #include <random>
 #include <vector>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
 #include "engine/backend_select.h"
+#include "engine/session.h"
+#include "model/synth.h"
 #include "sampling/sampler.h"
 #include "tensor/graph.h"
 
@@ -87,4 +95,47 @@ TEST_CASE("sampler: candidates are refused when the chain needs the whole row") 
     const int32_t ids[1] = {3};
     const float vals[1] = {1.0f};
     CHECK_THROWS(pen.sample(Candidates{ids, vals, 1}));
+}
+
+TEST_CASE("session: candidates are the top of each output row, across prompt chunks") {
+    const std::string path = "/tmp/lumen-test-sampler-" + std::to_string(getpid()) + ".gguf";
+    SynthOptions syn;
+    syn.type = DType::Q8_0;
+    synth_model(*find_preset("tiny"), syn, path);
+    auto model = Model::load(path);
+    std::remove(path.c_str());
+    const int V = model->hp.n_vocab, K = 16;
+    SessionOptions so;
+    so.n_ctx = 64;
+    so.n_batch = 5;  // a 12-token prompt runs in three chunks
+    so.n_threads = 1;
+    so.n_top = K;
+    Session s(*model, make_backend("cpu", 1), so);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 12; i++) prompt.push_back((i * 37 + 3) % V);
+    for (bool all : {true, false}) {
+        CAPTURE(all);
+        s.truncate(0);
+        s.decode(prompt, all);
+        const int rows = all ? 12 : 1;
+        CHECK_THROWS(s.logits(rows));
+        for (int r = 0; r < rows; r++) {
+            const Candidates c = s.candidates(r);
+            REQUIRE(c.k == K);
+            const float* l = s.logits(r);
+            std::vector<int32_t> idx(static_cast<size_t>(V));
+            for (int i = 0; i < V; i++) idx[size_t(i)] = i;
+            std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+            for (int j = 0; j < K; j++) {
+                CHECK(c.ids[j] == idx[size_t(j)]);
+                CHECK(c.logits[j] == l[idx[size_t(j)]]);
+            }
+        }
+    }
+    // eval() is decode() plus every row's logits, as before.
+    s.truncate(0);
+    const std::vector<float> all = s.eval(prompt, true);
+    s.truncate(0);
+    s.decode(prompt, true);
+    CHECK(std::equal(all.begin(), all.end(), s.logits(0)));
 }
