@@ -176,6 +176,12 @@ TEST_CASE("flash prefill: GQA groups 1, 4 and 8") {
         cs.runs = {{0, 20, 24}};
         CHECK(check_case<64>(cs, 6 + group) == 24 * 8 * 64);
     }
+    SUBCASE("head_dim 128, group 4 (Llama 3 8B's shape), a prefill run after a decode token") {
+        Case cs;
+        cs.D = 128, cs.n_head = 4, cs.n_head_kv = 1;
+        cs.runs = {{1, 64, 1}, {0, 3, 40}};
+        CHECK(check_case<128>(cs, 15) == 41 * 4 * 128);
+    }
 }
 
 TEST_CASE("flash prefill: sliding window, including a window of one position") {
