@@ -106,7 +106,7 @@ LUMEN_DEV void prefill_body(C& c, const Args& a) {
     //    starts (warp scan, then the warps before) gives each token's run number.
     const int t = chunk * tc + th;
     const bool in = th < tc && t < a.T;
-    const int sq = in ? a.seq[t] : -1;
+    const int sq = in ? a.seq[t] : -1, my_pos = in ? a.pos[t] : 0;  // both loads issued up front
     const bool starts = in && (th == 0 || a.seq[t - 1] != sq);
     int rank = starts ? 1 : 0;
     for (int d = 1; d < 32; d <<= 1) {
@@ -117,23 +117,25 @@ LUMEN_DEV void prefill_body(C& c, const Args& a) {
     c.sync();
     for (int w = 0; w < warp; w++) rank += hdr[w];
     // Minima over the run's tokens of t, -t, first, -first, last, -last (first/last: the range of
-    // positions a token attends to); the maxima as minima of the negatives.
-    int red[6] = {kBig, kBig, kBig, kBig, kBig, kBig};
+    // positions a token attends to; the maxima as minima of the negatives) and of the sequence.
+    constexpr int R = 7;
+    static_assert((1 + R) * kWarps * 4 <= kHeaderBytes, "header room");
+    int red[R] = {kBig, kBig, kBig, kBig, kBig, kBig, kBig};
     if (in && rank == run + 1) {
-        const int last = a.pos[t], first = a.window > 0 ? imax(0, last - a.window + 1) : 0;
-        red[0] = t, red[1] = -t, red[2] = first, red[3] = -first, red[4] = last, red[5] = -last;
+        const int first = a.window > 0 ? imax(0, my_pos - a.window + 1) : 0;
+        red[0] = t, red[1] = -t, red[2] = first, red[3] = -first, red[4] = my_pos, red[5] = -my_pos, red[6] = sq;
     }
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < R; i++)
         for (int o = 16; o > 0; o >>= 1) red[i] = imin(red[i], c.shfl_xor(red[i], o));
     if (lane == 0)
-        for (int i = 0; i < 6; i++) hdr[kWarps + 6 * warp + i] = red[i];
+        for (int i = 0; i < R; i++) hdr[kWarps + R * warp + i] = red[i];
     c.sync();
     for (int w = 0; w < kWarps; w++)
-        for (int i = 0; i < 6; i++) red[i] = imin(red[i], hdr[kWarps + 6 * w + i]);
+        for (int i = 0; i < R; i++) red[i] = imin(red[i], hdr[kWarps + R * w + i]);
     if (red[0] == kBig) return;  // the chunk has fewer runs (the whole block leaves together)
     const int t0 = red[0], n_tok = -red[1] - t0 + 1;
     const int lo_min = red[2], lo_max = -red[3], hi_min = red[4], hi_max = -red[5];
-    const int32_t* blocks = a.table + size_t(a.seq[t0]) * a.max_blocks;
+    const int32_t* blocks = a.table + size_t(red[6]) * a.max_blocks;
 
     // 2. This lane's two rows (g and g + 8 of the warp's 16): their positions and Q fragments.
     //    a[i] / a[i + 2] of the A fragment hold row g + 8i, columns 2tq.. and 2tq + 8.. of a k-step.
