@@ -7,14 +7,17 @@
 //    that share the KV head (row r: token r / group, head r % group). Each K/V tile in shared memory
 //    serves every head of the group, a single decode token still fills `group` rows instead of one,
 //    and a tile spans 64 / group tokens, so the causal diagonal wastes less.
-//  - Which tokens: the batch is cut into chunks of 64 / group consecutive tokens (grid y); a chunk
-//    holding tokens of several sequences (continuous batching) is split into runs of one sequence,
-//    run number grid z. The grid is sized for the most runs a chunk can hold; blocks past the last
-//    run exit at once. Chunks are taken latest first, so the longest blocks start first.
-//  - Four warps of 16 rows. Q lives in registers as mma A fragments (f16); S = Q K^T and O += P V
-//    are m16n8k16 mma with f32 accumulators; the softmax runs on S's accumulator fragments, whose
-//    layout is P's A-fragment layout, so P never leaves registers. exp2 with log2(e) folded into
-//    the scale; the running max is kept in raw units (one FFMA per element).
+//  - Which tokens: the batch is cut into chunks of 64 / group consecutive tokens (grid y; rows past
+//    tokens x group stay idle when group does not divide 64); a chunk holding tokens of several
+//    sequences (continuous batching) is split into runs of one sequence, run number grid z. The
+//    grid is sized for the most runs a chunk can hold; blocks past the last run exit at once.
+//    Chunks are taken latest first, so the longest blocks start first.
+//  - Four warps of 16 rows (32 rows a warp would halve the shared-memory reads per mma, but its O,
+//    S and Q fragments would not fit in 255 registers at head_dim 128). Q lives in registers as mma
+//    A fragments (f16); S = Q K^T and O += P V are m16n8k16 mma with f32 accumulators; the softmax
+//    runs on S's accumulator fragments, whose layout is P's A-fragment layout, so P never leaves
+//    registers. exp2 with log2(e) folded into the scale; the running max is kept in raw units (one
+//    FFMA per element).
 //  - K and V tiles are copied with cp.async into two buffers (tile j+1 lands while tile j is
 //    used); rows padded by 16 bytes so the eight row addresses of an ldmatrix fall in eight
 //    different bank groups. K is read with ldmatrix (B of Q K^T), V with ldmatrix .trans (B of P V).

@@ -135,14 +135,14 @@ int check_case(const Case& cs, uint32_t seed) {
 TEST_CASE("flash prefill: one sequence from position 0, T not a multiple of the tile") {
     Case cs;
     cs.D = 64, cs.n_head = 4, cs.n_head_kv = 1;  // group 4: 16 tokens per chunk
-    cs.runs = {{0, 0, 83}};
+    cs.runs = std::vector<Run>{{0, 0, 83}};
     CHECK(check_case<64>(cs, 1) == 83 * 4 * 64);
 }
 
 TEST_CASE("flash prefill: chunked continuation (positions from 100), head_dim 128") {
     Case cs;
     cs.D = 128, cs.n_head = 2, cs.n_head_kv = 2;  // group 1: 64 tokens per chunk
-    cs.runs = {{0, 100, 70}};
+    cs.runs = std::vector<Run>{{0, 100, 70}};
     CHECK(check_case<128>(cs, 2) == 70 * 2 * 128);
 }
 
@@ -150,13 +150,13 @@ TEST_CASE("flash prefill: several sequences in one batch, shuffled block tables"
     SUBCASE("two sequences, the boundary inside a chunk") {
         Case cs;
         cs.n_head = 8, cs.n_head_kv = 2;  // group 4
-        cs.runs = {{1, 0, 21}, {0, 37, 30}};
+        cs.runs = std::vector<Run>{{1, 0, 21}, {0, 37, 30}};
         CHECK(check_case<64>(cs, 3) == 51 * 8 * 64);
     }
     SUBCASE("three sequences, block size 16, one of them a single token") {
         Case cs;
         cs.n_head = 4, cs.n_head_kv = 4, cs.block_size = 16;  // group 1
-        cs.runs = {{2, 5, 40}, {0, 70, 1}, {1, 0, 33}};
+        cs.runs = std::vector<Run>{{2, 5, 40}, {0, 70, 1}, {1, 0, 33}};
         CHECK(check_case<64>(cs, 4) == 74 * 4 * 64);
     }
 }
@@ -164,7 +164,7 @@ TEST_CASE("flash prefill: several sequences in one batch, shuffled block tables"
 TEST_CASE("flash prefill: decode tokens of several sequences mixed with a prefill run") {
     Case cs;
     cs.n_head = 8, cs.n_head_kv = 1;  // group 8: 8 tokens per chunk, up to 5 runs in one chunk
-    cs.runs = {{3, 50, 1}, {0, 9, 1}, {4, 130, 1}, {1, 0, 12}, {2, 75, 1}, {5, 3, 1}};
+    cs.runs = std::vector<Run>{{3, 50, 1}, {0, 9, 1}, {4, 130, 1}, {1, 0, 12}, {2, 75, 1}, {5, 3, 1}};
     CHECK(check_case<64>(cs, 5) == 17 * 8 * 64);
 }
 
@@ -173,13 +173,13 @@ TEST_CASE("flash prefill: GQA groups 1, 4 and 8") {
         CAPTURE(group);
         Case cs;
         cs.n_head = 8, cs.n_head_kv = 8 / group;
-        cs.runs = {{0, 20, 24}};
+        cs.runs = std::vector<Run>{{0, 20, 24}};
         CHECK(check_case<64>(cs, 6 + group) == 24 * 8 * 64);
     }
     SUBCASE("head_dim 128, group 4 (Llama 3 8B's shape), a prefill run after a decode token") {
         Case cs;
         cs.D = 128, cs.n_head = 4, cs.n_head_kv = 1;
-        cs.runs = {{1, 64, 1}, {0, 3, 40}};
+        cs.runs = std::vector<Run>{{1, 64, 1}, {0, 3, 40}};
         CHECK(check_case<128>(cs, 15) == 41 * 4 * 128);
     }
 }
@@ -188,13 +188,13 @@ TEST_CASE("flash prefill: sliding window, including a window of one position") {
     SUBCASE("window 20 over a run longer than the window") {
         Case cs;
         cs.n_head = 4, cs.n_head_kv = 2, cs.window = 20;
-        cs.runs = {{0, 0, 90}};
+        cs.runs = std::vector<Run>{{0, 0, 90}};
         CHECK(check_case<64>(cs, 20) == 90 * 4 * 64);
     }
     SUBCASE("window 1: every token sees only itself") {
         Case cs;
         cs.n_head = 2, cs.n_head_kv = 1, cs.window = 1;
-        cs.runs = {{1, 30, 10}, {0, 0, 5}};
+        cs.runs = std::vector<Run>{{1, 30, 10}, {0, 0, 5}};
         CHECK(check_case<64>(cs, 21) == 15 * 2 * 64);
     }
 }
@@ -202,14 +202,14 @@ TEST_CASE("flash prefill: sliding window, including a window of one position") {
 TEST_CASE("flash prefill: softcap") {
     Case cs;
     cs.n_head = 4, cs.n_head_kv = 2, cs.softcap = 1.5f;  // small enough that the cap bends most scores
-    cs.runs = {{0, 10, 40}};
+    cs.runs = std::vector<Run>{{0, 10, 40}};
     CHECK(check_case<64>(cs, 30) == 40 * 4 * 64);
 }
 
 TEST_CASE("flash prefill: head_dim 256 (16-position tiles), with window and softcap") {
     Case cs;
     cs.D = 256, cs.n_head = 2, cs.n_head_kv = 1, cs.window = 40, cs.softcap = 30.0f;
-    cs.runs = {{0, 0, 20}, {1, 60, 9}};
+    cs.runs = std::vector<Run>{{0, 0, 20}, {1, 60, 9}};
     CHECK(check_case<256>(cs, 40) == 29 * 2 * 256);
 }
 
