@@ -165,6 +165,11 @@ void attention(int ct, const float* q, size_t q_nb1, size_t q_nb2, const void* k
                const int32_t* pos, const PagedKV& paged, float* out, size_t out_nb1, int64_t D, int64_t n_head,
                int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window, float softcap, float* partial,
                cudaStream_t s) {
+    if (flash_prefill_supported(ct, D, n_head, n_head_kv, T)) {  // many query tokens: tensor cores (flash_prefill.cu)
+        flash_prefill(q, q_nb1, q_nb2, kc, vc, row_bytes, pos, paged, out, out_nb1, D, n_head, n_head_kv, T, scale,
+                      window, softcap, s);
+        return;
+    }
     const int splits = attention_splits(n_head, T, n_ctx);
     const int chunk = int((n_ctx + splits - 1) / splits);
     const dim3 grid{unsigned(n_head), unsigned(T), unsigned(splits)};

@@ -357,7 +357,7 @@ private:
                     const Tensor* kc = t->src[1];
                     const cuda::PagedKV paged{reinterpret_cast<const int32_t*>(ptr(t->src[4])),
                                               reinterpret_cast<const int32_t*>(ptr(t->src[5])), int(t->src[5]->ne[0]),
-                                              t->ip[2]};
+                                              t->ip[2], int(t->src[5]->ne[1])};
                     cuda::attention(int(kc->type), f(q), q->nb[1], q->nb[2], ptr(kc), ptr(t->src[2]), kc->nb[1],
                                     reinterpret_cast<const int32_t*>(ptr(t->src[3])), paged, fo(t), t->nb[1], q->ne[0],
                                     q->ne[1], t->ip[0], q->ne[2], max_positions(t), t->fp[0], t->ip[1], t->fp[1],

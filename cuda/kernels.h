@@ -46,6 +46,7 @@ struct PagedKV {
     const int32_t* seq;
     const int32_t* table;
     int max_blocks, block_size;
+    int n_seqs = 0;  // sequences in the table (0: unknown; sizes flash_prefill's grid)
 };
 // Slices of the cache that decode attention is split into (1: no split); the caller provides
 // `partial` with n_head * T * splits * (head_dim + 2) floats when it is more than 1. n_ctx: the most
@@ -55,5 +56,14 @@ void attention(int cache_type, const float* q, size_t q_nb1, size_t q_nb2, const
                size_t cache_row_bytes, const int32_t* pos, const PagedKV& paged, float* out, size_t out_nb1,
                int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window,
                float softcap, float* partial, cudaStream_t s);
+
+// flash_prefill.cu: tensor-core FlashAttention-2 for batches of many query tokens, the same op as
+// attention() above. Supported: f16 caches, head_dim 64 / 128 / 256, n_head a multiple of n_head_kv
+// with at most 64 query heads per KV head.
+bool flash_prefill_supported(int cache_type, int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t T);
+void flash_prefill(const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc, size_t cache_row_bytes,
+                   const int32_t* pos, const PagedKV& paged, float* out, size_t out_nb1, int64_t head_dim,
+                   int64_t n_head, int64_t n_head_kv, int64_t T, float scale, int window, float softcap,
+                   cudaStream_t s);
 
 }  // namespace lumen::cuda

@@ -308,6 +308,12 @@ void all_ops(bool gpu) {
                  1e-3, 1e-4, gpu);  // sums over 3000 positions (f16 on the CPU, f32 on the GPU)
         check_op("attention, long cache, window", [&](Case& c) { return build_attention(c, DType::F16, 700, 0, D, 1, 4096, 2500); },
                  1e-3, 1e-4, gpu);
+        // 32+ query tokens take the tensor-core flash kernel on the GPU, which rounds the softmax
+        // weights to f16 as well as the query (~1e-3).
+        check_op("attention f16 cache, 80 tokens", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D, 80, 128, 5); },
+                 1e-3, 2e-3, gpu);
+        check_op("attention f16 cache, 80 tokens, window 20, softcap",
+                 [&](Case& c) { return build_attention(c, DType::F16, 20, 0.5f, D, 80, 128, 5); }, 1e-3, 2e-3, gpu);
     }
 }
 
