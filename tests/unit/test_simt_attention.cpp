@@ -277,6 +277,16 @@ TEST_CASE("decode attention: consecutive tokens of one sequence (verification), 
     }
 }
 
+TEST_CASE("decode attention: a prompt chunk of 40 tokens (the kernel serves every batch size)") {
+    for (int splits : {1, 2}) {
+        CAPTURE(splits);
+        Case k = one_seq(60, 40, 64);
+        k.window = 25;
+        k.splits = splits;
+        check(k);
+    }
+}
+
 TEST_CASE("decode attention: sliding window and softcap") {
     for (int splits : {1, 4}) {
         CAPTURE(splits);
