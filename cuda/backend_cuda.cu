@@ -105,7 +105,8 @@ public:
             if (n->op == Op::Attention) {
                 const int64_t d = n->src[0]->ne[0], heads = n->src[0]->ne[1], T = n->src[0]->ne[2];
                 if (d != 64 && d != 128 && d != 256) fail("CUDA backend: attention head size ", d, " is not supported");
-                const int splits = cuda::attention_splits(heads, T, max_positions(n));
+                const int splits =
+                    cuda::attention_splits(int(n->src[1]->type), d, heads, n->ip[0], T, max_positions(n));
                 if (splits > 1) partial = std::max(partial, size_t(heads * T * splits * (d + 2)) * sizeof(float));
             }
             if (n->op == Op::GetRows && n->src[0]->ne[0] % 32)

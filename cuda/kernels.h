@@ -48,10 +48,11 @@ struct PagedKV {
     int max_blocks, block_size;
     int n_seqs = 0;  // sequences in the table (0: unknown; sizes flash_prefill's grid)
 };
-// Slices of the cache that decode attention is split into (1: no split); the caller provides
-// `partial` with n_head * T * splits * (head_dim + 2) floats when it is more than 1. n_ctx: the most
-// positions a sequence can have.
-int attention_splits(int64_t n_head, int64_t T, int64_t n_ctx);
+// Slices of the cache that attention is split into (1: no split); the caller provides `partial`
+// with n_head * T * splits * (head_dim + 2) floats when it is more than 1. n_ctx: the most positions
+// a sequence can have. The first call per cache type and head_dim also sets the kernel up (call it
+// before capturing a graph).
+int attention_splits(int cache_type, int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ctx);
 void attention(int cache_type, const float* q, size_t q_nb1, size_t q_nb2, const void* kc, const void* vc,
                size_t cache_row_bytes, const int32_t* pos, const PagedKV& paged, float* out, size_t out_nb1,
                int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ctx, float scale, int window,
