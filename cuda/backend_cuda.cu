@@ -304,19 +304,27 @@ private:
     const float* f(const Tensor* t) const { return reinterpret_cast<const float*>(ptr(t)); }
     float* fo(const Tensor* t) const { return reinterpret_cast<float*>(ptr(t)); }
 
-    void mul_mat(Tensor* t) {
+    // ts[0..n): products of one X (n > 1 only for decode products that can share a launch).
+    void mul_mat(Tensor* const* ts, int n) {
+        Tensor* t = ts[0];
         const Tensor* w = t->src[0];
         const Tensor* x = t->src[1];
         const int64_t K = w->ne[0], N = w->ne[1], M = x->nrows();
         if (M <= kMatvecMaxCols) {
-            const cuda::Matrix W = matrix(w);
-            // Products that read the same X one after another (Q, K, V; gate, up) share one
-            // quantization of it.
-            if (cuda::matvec_int8(W.layout) && quantized_x_ != x) {
+            cuda::Matrix W[cuda::kMatvecMaxWeights];
+            float* Y[cuda::kMatvecMaxWeights];
+            int64_t ldy[cuda::kMatvecMaxWeights];
+            for (int i = 0; i < n; i++) {
+                W[i] = matrix(ts[i]->src[0]);
+                Y[i] = fo(ts[i]);
+                ldy[i] = ts[i]->ne[0];
+            }
+            // Products that read the same X one after another share one quantization of it.
+            if (cuda::matvec_int8(W[0].layout) && quantized_x_ != x) {
                 cuda::quantize_activations(f(x), x->nb[1] / 4, K, M, scratch_, stream_);
                 quantized_x_ = x;
             }
-            cuda::matvec(W, f(x), x->nb[1] / 4, fo(t), t->ne[0], M, scratch_, stream_);
+            cuda::matvec(W, n, f(x), x->nb[1] / 4, Y, ldy, M, scratch_, stream_);
             return;
         }
         quantized_x_ = nullptr;  // the scratch is reused below
@@ -343,9 +351,11 @@ private:
         for (auto& e : ev) cudaEventCreate(&e);
         quantized_x_ = nullptr;
         cudaEventRecord(ev[0], stream_);
-        for (size_t k = 0; k < g.nodes().size(); k++) {
-            run_node(g.nodes()[k]);
-            cudaEventRecord(ev[k + 1], stream_);
+        std::vector<int> products(g.nodes().size(), 1);  // products run by the step that starts at a node
+        for (size_t k = 0; k < g.nodes().size();) {
+            const size_t n = run_step(g.nodes(), k, &products[k]);
+            for (size_t i = k + 1; i <= k + n; i++) cudaEventRecord(ev[i], stream_);  // the step's time goes to node k
+            k += n;
         }
         check(cudaStreamSynchronize(stream_), "profile");
         for (size_t k = 0; k < g.nodes().size(); k++) {
@@ -355,7 +365,8 @@ private:
             std::string key = op_name(t->op);
             if (t->op == Op::MulMat)
                 key += std::string(" ") + dtype_name(t->src[0]->type) + " " + std::to_string(t->src[0]->ne[0]) + "x" +
-                       std::to_string(t->src[0]->ne[1]) + " M=" + std::to_string(t->src[1]->nrows());
+                       std::to_string(t->src[0]->ne[1]) + " M=" + std::to_string(t->src[1]->nrows()) +
+                       (products[k] > 1 ? " +" + std::to_string(products[k] - 1) + " in its launch" : "");
             profile_ms_[key] += ms;
             profile_n_[key]++;
         }
@@ -364,7 +375,33 @@ private:
 
     void run_nodes(Graph& g) {
         quantized_x_ = nullptr;
-        for (Tensor* t : g.nodes()) run_node(t);
+        for (size_t k = 0; k < g.nodes().size();) k += run_step(g.nodes(), k, nullptr);
+    }
+
+    // Runs nodes[k]; when it is a decode product, the products right after it that read the same
+    // activations with weights of the same packed layout (Q, K, V; gate, up; Views between them
+    // are no-ops) join its launch. Returns the nodes covered; *products: the products run.
+    size_t run_step(const std::vector<Tensor*>& nodes, size_t k, int* products) {
+        Tensor* t = nodes[k];
+        Tensor* group[cuda::kMatvecMaxWeights] = {t};
+        int n = 1;
+        size_t end = k + 1;
+        if (t->op == Op::MulMat && t->src[1]->nrows() <= kMatvecMaxCols && t->src[0]->is_weight) {
+            const cuda::WeightLayout& L = weights_.at(t->src[0]->data).layout;
+            for (size_t j = k + 1; j < nodes.size() && n < cuda::kMatvecMaxWeights; j++) {
+                const Tensor* u = nodes[j];
+                if (u->op == Op::View) continue;
+                if (u->op != Op::MulMat || u->src[1] != t->src[1] || !u->src[0]->is_weight ||
+                    !cuda::matvec_can_share(L, weights_.at(u->src[0]->data).layout))
+                    break;
+                group[n++] = nodes[j];
+                end = j + 1;
+            }
+        }
+        if (products) *products = n;
+        if (t->op == Op::MulMat) mul_mat(group, n);
+        else run_node(t);
+        return end - k;
     }
 
     void run_node(Tensor* t) {
@@ -375,7 +412,7 @@ private:
                     cuda::get_rows_f32(matrix(t->src[0]), reinterpret_cast<const int32_t*>(ptr(t->src[1])), fo(t),
                                        t->nb[1], t->ne[1], stream_);
                     break;
-                case Op::MulMat: mul_mat(t); break;
+                case Op::MulMat: mul_mat(&t, 1); break;
                 case Op::Add: case Op::Mul: {
                     const Tensor* b = t->src[1];
                     cuda::add_or_mul(t->op == Op::Mul, f(t->src[0]), t->src[0]->nb[1], f(b), b->nb[1], b->nrows() == 1,

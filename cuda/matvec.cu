@@ -319,41 +319,53 @@ void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M,
     quantize_act_kernel<<<grid, threads, 0, s>>>(X, x_stride, K, scratch_xq(scratch), scratch_xa(scratch, K, M));
 }
 
-void matvec(const Matrix& w, const float* X, size_t x_stride, float* Y, int64_t ldy, int64_t M, const void* scratch,
-            cudaStream_t s) {
-    const WeightLayout& L = w.layout;
-    const int64_t K = L.K, N = L.N;
+bool matvec_can_share(const WeightLayout& a, const WeightLayout& b) {
+    return a.packed && b.packed && a.type == b.type && a.K == b.K;
+}
+
+void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* const* Y, const int64_t* ldy, int64_t M,
+            const void* scratch, cudaStream_t s) {
+    static_assert(kMatvecMaxWeights == kMatvecMaxParts, "kernels.h and matvec.cuh agree");
+    const WeightLayout& L = w[0].layout;
+    const int64_t K = L.K;
     const int8_t* xq = scratch_xq(scratch);
     const ActBlock* xa = scratch_xa(scratch, K, M);
-    for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
-        const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
-        if (L.packed) {
+    if (L.packed) {
+        int64_t N = 0;
+        for (int i = 0; i < n; i++) N += w[i].layout.N;
+        for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
+            const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
             MatvecArgs a{};
-            a.w = static_cast<const uint8_t*>(w.data);
-            a.L = L;
             a.xq = xq + m0 * K;
             a.xa = xa + m0 * (K / 32);
             a.xf = X + size_t(m0) * x_stride;
             a.x_stride = x_stride;
-            a.y = Y + m0 * ldy;
-            a.ldy = ldy;
             a.M = cols;
-            const MatvecTiling t = matvec_tiling(L.type, K, N, cols, sm_count());
-            a.tu = t.tu;
+            MatvecTiling t = matvec_tiling(L.type, K, N, cols, sm_count());
+            for (int i = 0; i < n; i++)
+                t.blocks = matvec_add_part(a, t, static_cast<const uint8_t*>(w[i].data), w[i].layout, Y[i] + m0 * ldy[i],
+                                           ldy[i]);
             launch_packed(L.type, a, t, s);
-            continue;
         }
-        const uint8_t* W = static_cast<const uint8_t*>(w.data);
-        const size_t w_stride = L.stride[0];
-        dispatch(L.type, [&](auto tag) {
-            constexpr int T = type_of(decltype(tag)());
-            if constexpr (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1 || T == T_Q8_0)
-                matvec_q8_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
-                    W, w_stride, xq + m0 * K, xa + m0 * (K / 32), Y + m0 * ldy, ldy, int(K), int(N), cols);
-            else
-                matvec_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
-                    W, w_stride, X + m0 * x_stride, x_stride, Y + m0 * ldy, ldy, int(K), int(N), cols);
-        });
+        return;
+    }
+    for (int i = 0; i < n; i++) {  // GGUF rows: one launch per weight and 8 columns
+        const WeightLayout& Li = w[i].layout;
+        const uint8_t* W = static_cast<const uint8_t*>(w[i].data);
+        const int64_t N = Li.N;
+        for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
+            const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
+            float* y = Y[i] + m0 * ldy[i];
+            dispatch(Li.type, [&](auto tag) {
+                constexpr int T = type_of(decltype(tag)());
+                if constexpr (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1 || T == T_Q8_0)
+                    matvec_q8_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
+                        W, Li.stride[0], xq + m0 * K, xa + m0 * (K / 32), y, ldy[i], int(K), int(N), cols);
+                else
+                    matvec_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
+                        W, Li.stride[0], X + m0 * x_stride, x_stride, y, ldy[i], int(K), int(N), cols);
+            });
+        }
     }
 }
 

@@ -111,6 +111,7 @@ inline float as_float(uint32_t u) {
 #endif
 
 LUMEN_DEV uint32_t word(const simt::u32x4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+// Row `row` of plane k of a weight, from its layout.
 LUMEN_DEV const uint8_t* plane(const uint8_t* w, const WeightLayout& L, int p, int64_t row) {
     return w + L.off[p] + size_t(row) * L.stride[p];
 }
@@ -159,18 +160,35 @@ LUMEN_DEV void quantize_act_body(C& c, const float* X, size_t x_stride, int64_t 
 
 // ---- the product ------------------------------------------------------------------------------------
 
+// One weight of a launch. Weights of one type that multiply the same activations (Q, K and V;
+// gate and up) share a launch, each owning a range of its blocks: one launch instead of three,
+// and K and V's small matrices no longer leave SMs idle on their own.
+struct MatvecPart {
+    const uint8_t* plane[4];  // the weight's planes (repack.h)
+    int64_t N;                // its rows
+    float* y;                 // its output, Y[m * ldy + n]
+    int64_t ldy;
+    int64_t block0;           // its first block
+};
+constexpr int kMatvecMaxParts = 3;
+
 struct MatvecArgs {
-    const uint8_t* w;       // the packed weight
-    WeightLayout L;
+    MatvecPart part[kMatvecMaxParts];
+    int parts;
+    int64_t K;
+    size_t stride[4];       // plane strides, the same for every part (same type and K)
     const int8_t* xq;       // int8 activations: column m at xq + m * K
     const ActBlock* xa;     // their blocks: column m at xa + m * K / 32
     const float* xf;        // f32 activations (F16 weights): column m at xf + m * x_stride
     size_t x_stride;
-    float* y;               // Y[m * ldy + n]
-    int64_t ldy;
     int M;                  // columns, at most the kernel's MC
     int tu;                 // threads per row group: 32, 64 or 128
 };
+
+// Row `row` of plane k of a launch's weight.
+LUMEN_DEV const uint8_t* at(const MatvecArgs& a, const MatvecPart& p, int k, int64_t row) {
+    return p.plane[k] + size_t(row) * a.stride[k];
+}
 
 // Sum of the four byte products of four words of weights and activations, plus acc.
 LUMEN_DEV int dot16(const uint32_t* w, const simt::u32x4& x, int acc) {
@@ -190,8 +208,8 @@ struct Act32 {
     ActBlock b;
 };
 LUMEN_DEV Act32 load_act32(const MatvecArgs& a, int m, int ch) {
-    const int8_t* x = a.xq + size_t(m) * size_t(a.L.K) + 32 * size_t(ch);
-    return {ld_act16(x), ld_act16(x + 16), ld_act_block(a.xa + size_t(m) * size_t(a.L.K / 32) + size_t(ch))};
+    const int8_t* x = a.xq + size_t(m) * size_t(a.K) + 32 * size_t(ch);
+    return {ld_act16(x), ld_act16(x + 16), ld_act_block(a.xa + size_t(m) * size_t(a.K / 32) + size_t(ch))};
 }
 
 template <> struct Packed<T_Q4_0> {
@@ -200,8 +218,8 @@ template <> struct Packed<T_Q4_0> {
         simt::u32x4 q;
         uint16_t d;
     };
-    LUMEN_DEV static Raw load(const MatvecArgs& a, int64_t row, int ch) {
-        return {ld_weight16(plane(a.w, a.L, 0, row) + 16 * size_t(ch)), ld_weight2(plane(a.w, a.L, 1, row) + 2 * size_t(ch))};
+    LUMEN_DEV static Raw load(const MatvecArgs& a, const MatvecPart& p, int64_t row, int ch) {
+        return {ld_weight16(at(a, p, 0, row) + 16 * size_t(ch)), ld_weight2(at(a, p, 1, row) + 2 * size_t(ch))};
     }
     template <int R, int MC>
     LUMEN_DEV static void accumulate(const Raw* raw, int ch, const MatvecArgs& a, float* acc) {
@@ -234,9 +252,9 @@ template <> struct Packed<T_Q8_0> {
         simt::u32x4 q;
         uint16_t d;
     };
-    LUMEN_DEV static Raw load(const MatvecArgs& a, int64_t row, int ch) {
-        return {ld_weight16(plane(a.w, a.L, 0, row) + 16 * size_t(ch)),
-                ld_weight2(plane(a.w, a.L, 1, row) + 2 * size_t(ch / 2))};
+    LUMEN_DEV static Raw load(const MatvecArgs& a, const MatvecPart& p, int64_t row, int ch) {
+        return {ld_weight16(at(a, p, 0, row) + 16 * size_t(ch)),
+                ld_weight2(at(a, p, 1, row) + 2 * size_t(ch / 2))};
     }
     template <int R, int MC>
     LUMEN_DEV static void accumulate(const Raw* raw, int ch, const MatvecArgs& a, float* acc) {
@@ -251,8 +269,8 @@ template <> struct Packed<T_Q8_0> {
         LUMEN_UNROLL
         for (int m = 0; m < MC; m++) {
             if (m >= a.M) break;
-            const simt::u32x4 x = ld_act16(a.xq + size_t(m) * size_t(a.L.K) + 16 * size_t(ch));
-            const float dx = ld_act_block(a.xa + size_t(m) * size_t(a.L.K / 32) + size_t(ch / 2)).d;
+            const simt::u32x4 x = ld_act16(a.xq + size_t(m) * size_t(a.K) + 16 * size_t(ch));
+            const float dx = ld_act_block(a.xa + size_t(m) * size_t(a.K / 32) + size_t(ch / 2)).d;
             LUMEN_UNROLL
             for (int r = 0; r < R; r++) acc[r * MC + m] += dw[r] * dx * float(dot16(q[r], x, 0));
         }
@@ -276,9 +294,9 @@ template <> struct Packed<T_Q4_K> {
     struct Raw {
         simt::u32x4 q, meta;  // meta: d | dmin << 16, then the 12 bytes of scales and mins
     };
-    LUMEN_DEV static Raw load(const MatvecArgs& a, int64_t row, int ch) {
-        return {ld_weight16(plane(a.w, a.L, 0, row) + 16 * size_t(ch)),
-                ld_weight16(plane(a.w, a.L, 1, row) + 16 * size_t(ch / 8))};
+    LUMEN_DEV static Raw load(const MatvecArgs& a, const MatvecPart& p, int64_t row, int ch) {
+        return {ld_weight16(at(a, p, 0, row) + 16 * size_t(ch)),
+                ld_weight16(at(a, p, 1, row) + 16 * size_t(ch / 8))};
     }
     template <int R, int MC>
     LUMEN_DEV static void accumulate(const Raw* raw, int ch, const MatvecArgs& a, float* acc) {
@@ -317,10 +335,10 @@ template <> struct Packed<T_Q6_K> {
         u32x2 qh;
         uint16_t sc, d;
     };
-    LUMEN_DEV static Raw load(const MatvecArgs& a, int64_t row, int ch) {
-        return {ld_weight16(plane(a.w, a.L, 0, row) + 16 * size_t(ch)), ld_weight8(plane(a.w, a.L, 1, row) + 8 * size_t(ch)),
-                ld_weight2(plane(a.w, a.L, 2, row) + 2 * size_t(ch)),
-                ld_weight2(plane(a.w, a.L, 3, row) + 2 * size_t(ch / 8))};
+    LUMEN_DEV static Raw load(const MatvecArgs& a, const MatvecPart& p, int64_t row, int ch) {
+        return {ld_weight16(at(a, p, 0, row) + 16 * size_t(ch)), ld_weight8(at(a, p, 1, row) + 8 * size_t(ch)),
+                ld_weight2(at(a, p, 2, row) + 2 * size_t(ch)),
+                ld_weight2(at(a, p, 3, row) + 2 * size_t(ch / 8))};
     }
     template <int R, int MC>
     LUMEN_DEV static void accumulate(const Raw* raw, int ch, const MatvecArgs& a, float* acc) {
@@ -358,8 +376,8 @@ template <> struct Packed<T_F16> {
     struct Raw {
         simt::u32x4 h;
     };
-    LUMEN_DEV static Raw load(const MatvecArgs& a, int64_t row, int ch) {
-        return {ld_weight16(plane(a.w, a.L, 0, row) + 16 * size_t(ch))};
+    LUMEN_DEV static Raw load(const MatvecArgs& a, const MatvecPart& p, int64_t row, int ch) {
+        return {ld_weight16(at(a, p, 0, row) + 16 * size_t(ch))};
     }
     template <int R, int MC>
     LUMEN_DEV static void accumulate(const Raw* raw, int ch, const MatvecArgs& a, float* acc) {
@@ -423,9 +441,14 @@ LUMEN_DEV void matvec_body(C& c, const MatvecArgs& a) {
     constexpr int S = P::S, V = R * MC;
     const int tu = a.tu, G = c.threads() / tu;
     const int g = c.thread() / tu, u = c.thread() % tu;
-    const int64_t N = a.L.N;
-    const int64_t row0 = (int64_t(c.block().x) * G + g) * R;
-    const int chunks = int(a.L.K / P::E);
+    const int64_t block = c.block().x;
+    MatvecPart part = a.part[0];  // this block's weight
+    LUMEN_UNROLL
+    for (int i = 1; i < kMatvecMaxParts; i++)
+        if (i < a.parts && block >= a.part[i].block0) part = a.part[i];
+    const int64_t N = part.N, first = (block - part.block0) * G;  // the block's first row group
+    const int64_t row0 = (first + g) * R;
+    const int chunks = int(a.K / P::E);
     int64_t rows[R];
     LUMEN_UNROLL
     for (int r = 0; r < R; r++) rows[r] = row0 + r < N ? row0 + r : N - 1;  // past the end: read, don't store
@@ -439,7 +462,7 @@ LUMEN_DEV void matvec_body(C& c, const MatvecArgs& a) {
         for (int s = 0; s < S; s++)  // every load of the step before any use
             LUMEN_UNROLL
             for (int r = 0; r < R; r++)
-                if (c0 + s * tu < chunks) raw[s][r] = P::load(a, rows[r], c0 + s * tu);
+                if (c0 + s * tu < chunks) raw[s][r] = P::load(a, part, rows[r], c0 + s * tu);
         LUMEN_UNROLL
         for (int s = 0; s < S; s++)
             if (c0 + s * tu < chunks) P::template accumulate<R, MC>(raw[s], c0 + s * tu, a, acc);
@@ -449,9 +472,9 @@ LUMEN_DEV void matvec_body(C& c, const MatvecArgs& a) {
     const int idx = c.lane() / (32 / V);  // the value this lane now holds in full
     const bool holder = c.lane() % (32 / V) == 0;
     auto store = [&](int group, int i, float s) {
-        const int64_t row = (int64_t(c.block().x) * G + group) * R + i / MC;
+        const int64_t row = (first + group) * R + i / MC;
         const int m = i % MC;
-        if (row < N && m < a.M) a.y[size_t(m) * size_t(a.ldy) + size_t(row)] = s;
+        if (row < N && m < a.M) part.y[size_t(m) * size_t(part.ldy) + size_t(row)] = s;
     };
     if (tu == 32) {
         if (holder) store(g, idx, sum);
@@ -480,6 +503,7 @@ struct MatvecTiling {
     int tu, rows, cols;
     int64_t blocks;
 };
+// N: the rows of all the launch's weights.
 inline MatvecTiling matvec_tiling(int type, int64_t K, int64_t N, int M, int n_sm) {
     MatvecTiling t;
     const int64_t chunks = K / chunk_elems(type);
@@ -491,6 +515,27 @@ inline MatvecTiling matvec_tiling(int type, int64_t K, int64_t N, int M, int n_s
     t.cols = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
     t.blocks = (N + groups_per_block * t.rows - 1) / (groups_per_block * t.rows);
     return t;
+}
+
+// Adds a weight to a launch tiled by t (parts in order; the same type and K for all); returns the
+// launch's blocks so far.
+inline int64_t matvec_add_part(MatvecArgs& a, const MatvecTiling& t, const uint8_t* w, const WeightLayout& L,
+                               float* y, int64_t ldy) {
+    const int64_t rows_per_block = kMatvecThreads / t.tu * t.rows;
+    const int64_t block0 = a.parts == 0 ? 0 : a.part[a.parts - 1].block0 +
+                                                  (a.part[a.parts - 1].N + rows_per_block - 1) / rows_per_block;
+    MatvecPart& p = a.part[a.parts++];
+    for (int k = 0; k < 4; k++) {
+        p.plane[k] = w + L.off[k];
+        a.stride[k] = L.stride[k];
+    }
+    p.N = L.N;
+    p.y = y;
+    p.ldy = ldy;
+    p.block0 = block0;
+    a.K = L.K;
+    a.tu = t.tu;
+    return block0 + (L.N + rows_per_block - 1) / rows_per_block;
 }
 
 // ---- dequantization of packed rows (the tensor-core path's f16 copy, get_rows) ------------------

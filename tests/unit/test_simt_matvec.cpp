@@ -74,65 +74,59 @@ Acts make_acts(int64_t K, int64_t M, uint64_t seed) {
 }
 
 template <int T, int R, int MC>
-void emu_matvec(const cu::MatvecArgs& a) {
-    const int64_t groups = cu::kMatvecThreads / a.tu;
-    const int blocks = int((a.L.N + groups * R - 1) / (groups * R));
-    Emu::launch(Dim{blocks, 1, 1}, cu::kMatvecThreads, cu::kMatvecSmem,
+void emu_matvec(const cu::MatvecArgs& a, int64_t blocks) {
+    Emu::launch(Dim{int(blocks), 1, 1}, cu::kMatvecThreads, cu::kMatvecSmem,
                 [&](Emu& c) { cu::matvec_body<T, R, MC>(c, a); });
 }
 
 template <int T, int R>
-void emu_matvec_r(const cu::MatvecArgs& a, int MC) {
+void emu_matvec_r(const cu::MatvecArgs& a, int64_t blocks, int MC) {
     switch (MC) {
-        case 1: emu_matvec<T, R, 1>(a); break;
-        case 2: emu_matvec<T, R, 2>(a); break;
-        case 4: emu_matvec<T, R, 4>(a); break;
-        default: emu_matvec<T, R, 8>(a); break;
+        case 1: emu_matvec<T, R, 1>(a, blocks); break;
+        case 2: emu_matvec<T, R, 2>(a, blocks); break;
+        case 4: emu_matvec<T, R, 4>(a, blocks); break;
+        default: emu_matvec<T, R, 8>(a, blocks); break;
     }
 }
 
 template <int T>
-void emu_matvec_t(const cu::MatvecArgs& a, int R, int MC) {
+void emu_matvec_t(const cu::MatvecArgs& a, int64_t blocks, int R, int MC) {
     switch (R) {
-        case 1: emu_matvec_r<T, 1>(a, MC); break;
-        case 2: emu_matvec_r<T, 2>(a, MC); break;
-        default: emu_matvec_r<T, 4>(a, MC); break;
+        case 1: emu_matvec_r<T, 1>(a, blocks, MC); break;
+        case 2: emu_matvec_r<T, 2>(a, blocks, MC); break;
+        default: emu_matvec_r<T, 4>(a, blocks, MC); break;
     }
 }
 
-void run_matvec(const cu::MatvecArgs& a, int R, int MC) {
-    switch (a.L.type) {
-        case cu::T_Q4_0: emu_matvec_t<cu::T_Q4_0>(a, R, MC); break;
-        case cu::T_Q8_0: emu_matvec_t<cu::T_Q8_0>(a, R, MC); break;
-        case cu::T_Q4_K: emu_matvec_t<cu::T_Q4_K>(a, R, MC); break;
-        case cu::T_Q6_K: emu_matvec_t<cu::T_Q6_K>(a, R, MC); break;
-        case cu::T_F16: emu_matvec_t<cu::T_F16>(a, R, MC); break;
-        default: FAIL("no packed kernel for this type");
-    }
-}
-
-// Y = W x with the given tiling, checked against the CPU's weights times the activations the
-// kernel saw (int8 ones for the integer types): only the summation order differs, so the error
-// bound is a small multiple of float rounding of the sum of |terms|.
-void check_matvec(Weight& w, Acts& x, int M, int tu, int R, int MC) {
-    CAPTURE(tu);
-    CAPTURE(R);
-    CAPTURE(MC);
-    CAPTURE(M);
-    const bool f16 = w.t == DType::F16;
-    std::vector<float> y(size_t(w.N * M), -1.0f);
+// Y_i = W_i x for weights of one type and K, in one launch tiled by t.
+std::vector<std::vector<float>> run_matvec(const std::vector<Weight*>& ws, Acts& x, int M, const cu::MatvecTiling& t) {
+    std::vector<std::vector<float>> y;
+    for (Weight* w : ws) y.emplace_back(size_t(w->N * M), -1.0f);
     cu::MatvecArgs a{};
-    a.w = w.packed.data();
-    a.L = w.L;
     a.xq = x.q();
     a.xa = x.xa.data();
     a.xf = x.f();
-    a.x_stride = size_t(w.K);
-    a.y = y.data();
-    a.ldy = w.N;
+    a.x_stride = size_t(x.K);
     a.M = M;
-    a.tu = tu;
-    run_matvec(a, R, MC);
+    int64_t blocks = 0;
+    for (size_t i = 0; i < ws.size(); i++)
+        blocks = cu::matvec_add_part(a, t, ws[i]->packed.data(), ws[i]->L, y[i].data(), ws[i]->N);
+    switch (ws[0]->L.type) {
+        case cu::T_Q4_0: emu_matvec_t<cu::T_Q4_0>(a, blocks, t.rows, t.cols); break;
+        case cu::T_Q8_0: emu_matvec_t<cu::T_Q8_0>(a, blocks, t.rows, t.cols); break;
+        case cu::T_Q4_K: emu_matvec_t<cu::T_Q4_K>(a, blocks, t.rows, t.cols); break;
+        case cu::T_Q6_K: emu_matvec_t<cu::T_Q6_K>(a, blocks, t.rows, t.cols); break;
+        case cu::T_F16: emu_matvec_t<cu::T_F16>(a, blocks, t.rows, t.cols); break;
+        default: FAIL("no packed kernel for this type");
+    }
+    return y;
+}
+
+// The worst error of y = W x against the CPU's weights times the activations the kernel saw (int8
+// ones for the integer types), relative to the sum of |terms|: only the summation order differs,
+// so it is a small multiple of float rounding.
+double matvec_error(const Weight& w, Acts& x, int M, const std::vector<float>& y) {
+    const bool f16 = w.t == DType::F16;
     double worst = 0;
     for (int m = 0; m < M; m++)
         for (int64_t n = 0; n < w.N; n++) {
@@ -143,10 +137,18 @@ void check_matvec(Weight& w, Acts& x, int M, int tu, int R, int MC) {
                 ref += double(w.deq[size_t(n * w.K + k)]) * xv;
                 mag += std::fabs(double(w.deq[size_t(n * w.K + k)]) * xv);
             }
-            const double err = std::fabs(double(y[size_t(m * w.N + n)]) - ref) / (mag + 1e-30);
-            worst = std::max(worst, err);
+            worst = std::max(worst, std::fabs(double(y[size_t(m * w.N + n)]) - ref) / (mag + 1e-30));
         }
-    CHECK(worst < 2e-6);
+    return worst;
+}
+
+void check_matvec(Weight& w, Acts& x, int M, int tu, int R, int MC) {
+    CAPTURE(tu);
+    CAPTURE(R);
+    CAPTURE(MC);
+    CAPTURE(M);
+    const cu::MatvecTiling t{tu, R, MC, 0};
+    CHECK(matvec_error(w, x, M, run_matvec({&w}, x, M, t)[0]) < 2e-6);
 }
 
 const DType kTypes[] = {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F16};
@@ -211,6 +213,24 @@ TEST_CASE("simt matvec: every tiling (threads per row, rows per group, column ca
         for (int tu : {32, 64, 128})
             for (int R : {1, 2, 4})
                 for (int MC : {1, 8}) check_matvec(w, x, MC == 1 ? 1 : 3, tu, R, MC);
+    }
+}
+
+TEST_CASE("simt matvec: weights sharing the activations share a launch (Q, K, V)") {
+    for (DType t : kTypes) {
+        const std::string name = lumen::dtype_name(t);
+        CAPTURE(name);
+        const int64_t K = lengths(t)[0];
+        Weight q = make_weight(t, K, 37, 1), k = make_weight(t, K, 5, 2), v = make_weight(t, K, 2, 3);
+        Acts x = make_acts(K, 2, 4);
+        for (int M : {1, 2}) {
+            CAPTURE(M);
+            const cu::MatvecTiling tl = cu::matvec_tiling(int(t), K, 37 + 5 + 2, M, 1);
+            const auto y = run_matvec({&q, &k, &v}, x, M, tl);
+            CHECK(matvec_error(q, x, M, y[0]) < 2e-6);
+            CHECK(matvec_error(k, x, M, y[1]) < 2e-6);
+            CHECK(matvec_error(v, x, M, y[2]) < 2e-6);
+        }
     }
 }
 
