@@ -209,8 +209,12 @@ bool dispatch(int type, F&& f) {
 
 // ---- packed weights (matvec.cuh) ------------------------------------------------------------------
 
+// Blocks per SM the register budget is sized for: 8 (64 registers) at one column, where ~60 are
+// needed (Q6_K's four planes need a few more: 7); fewer for more columns' accumulators.
+constexpr int min_blocks(int T, int MC) { return MC == 1 ? (T == T_Q6_K ? 7 : 8) : MC == 2 ? 5 : 4; }
+
 template <int T, int R, int MC>
-__global__ void __launch_bounds__(kMatvecThreads, MC == 1 ? 8 : MC == 2 ? 5 : 4) packed_matvec_kernel(const MatvecArgs a) {
+__global__ void __launch_bounds__(kMatvecThreads, min_blocks(T, MC)) packed_matvec_kernel(const MatvecArgs a) {
     __shared__ __align__(16) char red[kMatvecSmem];
     simt::Gpu c{red};
     matvec_body<T, R, MC>(c, a);
@@ -235,14 +239,36 @@ __global__ void packed_get_rows_kernel(const uint8_t* __restrict__ w, const Weig
     get_rows_body<T>(c, w, L, ids, out, out_stride);
 }
 
+// LUMEN_PDL=1 launches the quantization and the packed products with programmatic dependent
+// launch (see pdl_wait in matvec.cuh): each may start while the kernel before it finishes and
+// load its weights meanwhile. Off by default until measured on a GPU.
+bool use_pdl() {
+    static const bool on = getenv("LUMEN_PDL") != nullptr;
+    return on;
+}
+
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = s;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = use_pdl() ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 template <int T, int R>
 void launch_packed_r(const MatvecArgs& a, const MatvecTiling& t, cudaStream_t s) {
-    const unsigned blocks = unsigned(t.blocks);
+    const dim3 blocks(unsigned(t.blocks));
     switch (t.cols) {
-        case 1: packed_matvec_kernel<T, R, 1><<<blocks, kMatvecThreads, 0, s>>>(a); break;
-        case 2: packed_matvec_kernel<T, R, 2><<<blocks, kMatvecThreads, 0, s>>>(a); break;
-        case 4: packed_matvec_kernel<T, R, 4><<<blocks, kMatvecThreads, 0, s>>>(a); break;
-        default: packed_matvec_kernel<T, R, 8><<<blocks, kMatvecThreads, 0, s>>>(a); break;
+        case 1: launch(packed_matvec_kernel<T, R, 1>, blocks, kMatvecThreads, s, a); break;
+        case 2: launch(packed_matvec_kernel<T, R, 2>, blocks, kMatvecThreads, s, a); break;
+        case 4: launch(packed_matvec_kernel<T, R, 4>, blocks, kMatvecThreads, s, a); break;
+        default: launch(packed_matvec_kernel<T, R, 8>, blocks, kMatvecThreads, s, a); break;
     }
 }
 
@@ -316,7 +342,7 @@ size_t matvec_scratch_bytes(int64_t K, int64_t M) {
 void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M, void* scratch, cudaStream_t s) {
     const int threads = 256;
     const dim3 grid(unsigned((K / 32 * 8 + threads - 1) / threads), unsigned(M));
-    quantize_act_kernel<<<grid, threads, 0, s>>>(X, x_stride, K, scratch_xq(scratch), scratch_xa(scratch, K, M));
+    launch(quantize_act_kernel, grid, threads, s, X, x_stride, K, scratch_xq(scratch), scratch_xa(scratch, K, M));
 }
 
 bool matvec_can_share(const WeightLayout& a, const WeightLayout& b) {

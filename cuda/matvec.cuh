@@ -53,23 +53,24 @@ struct u32x2 {
 
 // ---- loads --------------------------------------------------------------------------------------
 #ifdef __CUDACC__
+// (The weight loads are volatile so that they stay ahead of pdl_wait below.)
 // Weights are read once per token: they bypass L1 (which keeps the activations that every block
 // of the SM re-reads) and L2 fetches whole 256-byte lines (the neighbouring lanes' chunks).
 LUMEN_DEV simt::u32x4 ld_weight16(const uint8_t* p) {
     simt::u32x4 v;
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
 }
 LUMEN_DEV u32x2 ld_weight8(const uint8_t* p) {
     u32x2 v;
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
     return v;
 }
 LUMEN_DEV uint16_t ld_weight2(const uint8_t* p) {
     uint16_t v;
-    asm("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
+    asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
     return v;
 }
 // Activations: written by the previous kernel, read-only here, shared by every block.
@@ -84,6 +85,12 @@ LUMEN_DEV ActBlock ld_act_block(const ActBlock* p) {
 }
 LUMEN_DEV int round_to_int(float x) { return __float2int_rn(x); }
 LUMEN_DEV float as_float(uint32_t u) { return __uint_as_float(u); }
+// Programmatic dependent launch (matvec.cu, LUMEN_PDL=1): a kernel launched with it may start
+// before the kernel it depends on has finished. pdl_wait() returns once that kernel's results are
+// visible (at once without PDL), so a product first issues its weight loads, which depend on
+// nothing, then waits, then reads the activations. pdl_trigger() lets the next kernel start.
+LUMEN_DEV void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+LUMEN_DEV void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 #else
 // The host twins check the alignment the GPU's vector loads need.
 template <class T>
@@ -103,6 +110,8 @@ inline uint16_t ld_weight2(const uint8_t* p) { return ld_aligned<uint16_t>(p); }
 inline simt::u32x4 ld_act16(const void* p) { return ld_aligned<simt::u32x4>(p); }
 inline ActBlock ld_act_block(const ActBlock* p) { return ld_aligned<ActBlock>(p); }
 inline int round_to_int(float x) { return int(std::nearbyint(x)); }
+inline void pdl_wait() {}
+inline void pdl_trigger() {}
 inline float as_float(uint32_t u) {
     float f;
     std::memcpy(&f, &u, 4);
@@ -128,6 +137,8 @@ LUMEN_DEV void quantize_act_body(C& c, const float* X, size_t x_stride, int64_t 
     const int part = c.lane() % 8;
     const bool valid = b < nb;
     const int64_t e = (valid ? b : nb - 1) * 32 + 4 * part;  // clamped: every lane joins the shuffles
+    pdl_trigger();  // the product after us may start its weight loads
+    pdl_wait();
     const simt::u32x4 raw = ld_act16(X + size_t(m) * x_stride + size_t(e));
     float v[4];
     for (int i = 0; i < 4; i++) v[i] = as_float(word(raw, i));
@@ -463,11 +474,14 @@ LUMEN_DEV void matvec_body(C& c, const MatvecArgs& a) {
             LUMEN_UNROLL
             for (int r = 0; r < R; r++)
                 if (c0 + s * tu < chunks) raw[s][r] = P::load(a, part, rows[r], c0 + s * tu);
+        if (c0 == u) pdl_wait();  // the first weights are on their way; now the activations
         LUMEN_UNROLL
         for (int s = 0; s < S; s++)
             if (c0 + s * tu < chunks) P::template accumulate<R, MC>(raw[s], c0 + s * tu, a, acc);
     }
 
+    pdl_wait();  // (threads that had no chunk: Y may be memory the previous kernel still reads)
+    pdl_trigger();
     const float sum = warp_reduce_scatter<V>(c, acc);
     const int idx = c.lane() / (32 / V);  // the value this lane now holds in full
     const bool holder = c.lane() % (32 / V) == 0;
