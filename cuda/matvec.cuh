@@ -53,19 +53,22 @@ struct u32x2 {
 
 // ---- loads --------------------------------------------------------------------------------------
 #ifdef __CUDACC__
-// (The weight loads are volatile so that they stay ahead of pdl_wait below.)
 // Weights are read once per token: they bypass L1 (which keeps the activations that every block
-// of the SM re-reads) and L2 fetches whole 256-byte lines (the neighbouring lanes' chunks).
+// of the SM re-reads) and L2 fetches whole 256-byte lines (the neighbouring lanes' chunks; sm_80+).
+// The loads are volatile so that they stay ahead of pdl_wait below.
+#if __CUDA_ARCH__ >= 800
+#define LUMEN_LD_WEIGHT "ld.global.nc.L1::no_allocate.L2::256B"
+#else
+#define LUMEN_LD_WEIGHT "ld.global.nc.L1::no_allocate"
+#endif
 LUMEN_DEV simt::u32x4 ld_weight16(const uint8_t* p) {
     simt::u32x4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
+    asm volatile(LUMEN_LD_WEIGHT ".v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
 LUMEN_DEV u32x2 ld_weight8(const uint8_t* p) {
     u32x2 v;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    asm volatile(LUMEN_LD_WEIGHT ".v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
     return v;
 }
 LUMEN_DEV uint16_t ld_weight2(const uint8_t* p) {
@@ -89,8 +92,13 @@ LUMEN_DEV float as_float(uint32_t u) { return __uint_as_float(u); }
 // before the kernel it depends on has finished. pdl_wait() returns once that kernel's results are
 // visible (at once without PDL), so a product first issues its weight loads, which depend on
 // nothing, then waits, then reads the activations. pdl_trigger() lets the next kernel start.
+#if __CUDA_ARCH__ >= 900
 LUMEN_DEV void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 LUMEN_DEV void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+#else  // no PDL before Hopper: kernels run one after the other
+LUMEN_DEV void pdl_wait() {}
+LUMEN_DEV void pdl_trigger() {}
+#endif
 #else
 // The host twins check the alignment the GPU's vector loads need.
 template <class T>
@@ -102,10 +110,7 @@ inline T ld_aligned(const void* p) {
     return v;
 }
 inline simt::u32x4 ld_weight16(const uint8_t* p) { return ld_aligned<simt::u32x4>(p); }
-inline u32x2 ld_weight8(const uint8_t* p) {
-    if (reinterpret_cast<uintptr_t>(p) % 8 != 0) throw std::runtime_error("misaligned 8-byte load");
-    return ld_aligned<u32x2>(p);
-}
+inline u32x2 ld_weight8(const uint8_t* p) { return ld_aligned<u32x2>(p); }
 inline uint16_t ld_weight2(const uint8_t* p) { return ld_aligned<uint16_t>(p); }
 inline simt::u32x4 ld_act16(const void* p) { return ld_aligned<simt::u32x4>(p); }
 inline ActBlock ld_act_block(const ActBlock* p) { return ld_aligned<ActBlock>(p); }
@@ -120,7 +125,7 @@ inline float as_float(uint32_t u) {
 #endif
 
 LUMEN_DEV uint32_t word(const simt::u32x4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
-// Row `row` of plane k of a weight, from its layout.
+// Row `row` of plane p of a weight, from its layout.
 LUMEN_DEV const uint8_t* plane(const uint8_t* w, const WeightLayout& L, int p, int64_t row) {
     return w + L.off[p] + size_t(row) * L.stride[p];
 }
