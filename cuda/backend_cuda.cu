@@ -5,10 +5,12 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -55,7 +57,7 @@ public:
                 std::fprintf(stderr, "  %-48s %8d calls %10.3f ms %5.1f%%\n", k.c_str(), profile_n_[k], ms, 100 * ms / total);
         }
         for (auto& [g, exec] : graphs_) if (exec.exec) cudaGraphExecDestroy(exec.exec);
-        for (auto& [h, d] : weights_) cudaFree(d);
+        for (auto& [h, d] : weights_) cudaFree(d.data);
         for (auto& [h, d] : f16_cache_) cudaFree(d);
         for (void* p : states_) cudaFree(p);
         cudaFree(arena_);
@@ -210,7 +212,7 @@ private:
         cudaMemGetInfo(&free_b, &total);
         void* d = nullptr;
         if (use_f16_cache_ && free_b > bytes + (size_t(2) << 30) && cudaMalloc(&d, bytes) == cudaSuccess) {
-            cuda::dequant_rows_f16(int(w->type), weights_.at(w->data), w->nb[1], d, w->ne[0], w->ne[1], stream_);
+            cuda::dequant_rows_f16(matrix(w), d, stream_);
             check(cudaGetLastError(), "dequantize to f16");
         } else {
             cudaGetLastError();
@@ -220,12 +222,16 @@ private:
         return d != nullptr;
     }
 
+    // Every weight gets one layout (cuda/repack.h): matrices of the decode-hot types are repacked
+    // on the host into the GPU-friendly planes, the rest keep GGUF's rows; every kernel that reads
+    // a weight (matvec, the f16 copy, get_rows) takes the layout with the bytes. LUMEN_NO_REPACK=1
+    // keeps GGUF's rows for all (the row-staging kernels; for comparisons).
     void upload_weights(Graph& g) {
         size_t total = 0;
         std::vector<Tensor*> todo;
         for (Tensor* l : g.leaves()) {
             if (!l->is_weight || weights_.count(l->data)) continue;
-            weights_[l->data] = nullptr;
+            weights_[l->data] = {};
             todo.push_back(l);
             total += l->nbytes();
         }
@@ -233,17 +239,45 @@ private:
         const bool show = total > (64u << 20);
         Progress bar("upload", int64_t(total >> 20), "MiB");
         size_t done = 0;
+        std::vector<uint8_t> image;  // a packed weight, built on the host
         for (Tensor* l : todo) {
-            void* d = nullptr;
-            // +16: the decode kernels load rows in 16-byte pieces and may touch up to 15 bytes
-            // past a row's end.
-            device_alloc(&d, l->nbytes() + 16, ("weight " + l->name).c_str());
-            check(cudaMemcpy(d, l->data, l->nbytes(), cudaMemcpyHostToDevice), "weight upload");
-            weights_[l->data] = d;
+            DeviceWeight& dw = weights_[l->data];
+            const bool matrix = l->ne[2] == 1 && l->ne[3] == 1;
+            dw.layout = cuda::weight_layout(int(l->type), l->ne[0], l->nrows(), l->nb[1], use_repack_ && matrix);
+            device_alloc(&dw.data, dw.layout.bytes, ("weight " + l->name).c_str());
+            const void* src = l->data;
+            size_t bytes = l->nbytes();
+            if (!cuda::layout_is_gguf(dw.layout)) {
+                image.resize(dw.layout.bytes);
+                repack(dw.layout, l->data, l->nb[1], image.data());
+                src = image.data();
+                bytes = dw.layout.bytes;
+            }
+            check(cudaMemcpy(dw.data, src, bytes, cudaMemcpyHostToDevice), "weight upload");
             done += l->nbytes();
             if (show) bar.update(int64_t(done >> 20));
         }
         if (show) bar.finish();
+    }
+
+    // Repacks all rows, split over the host's cores (an 8B model's 4 GiB take seconds on one).
+    static void repack(const cuda::WeightLayout& L, const void* src, size_t row_bytes, uint8_t* dst) {
+        const int64_t n_threads = std::clamp<int64_t>(int64_t(std::thread::hardware_concurrency()), 1, 16);
+        const int64_t per = (L.N + n_threads - 1) / n_threads;
+        std::vector<std::thread> workers;
+        for (int64_t r0 = 0; r0 < L.N; r0 += per)
+            workers.emplace_back([&, r0] { cuda::repack_rows(L, src, row_bytes, r0, std::min(L.N, r0 + per), dst); });
+        for (std::thread& t : workers) t.join();
+    }
+
+    // A matrix operand as the kernels see it: an uploaded weight with its layout, or rows of any
+    // other tensor (GGUF-style rows nb[1] apart).
+    cuda::Matrix matrix(const Tensor* t) const {
+        if (t->is_weight) {
+            const DeviceWeight& dw = weights_.at(t->data);
+            return {dw.data, dw.layout};
+        }
+        return {ptr(t), cuda::weight_layout(int(t->type), t->ne[0], t->nrows(), t->nb[1], false)};
     }
 
     uint8_t* ptr(const Tensor* t) const {
@@ -253,7 +287,15 @@ private:
             t = t->view_src;
         }
         uint8_t* base;
-        if (t->is_weight) base = static_cast<uint8_t*>(weights_.at(t->data));
+        if (t->is_weight) {
+            // Reached by ops that read a weight as plain elements (norm weights, biases, the f16
+            // GEMM's operand): a repacked one would be read wrong, so say so.
+            const DeviceWeight& dw = weights_.at(t->data);
+            if (!cuda::layout_is_gguf(dw.layout))
+                fail("CUDA backend: weight ", t->name, " is repacked for the matrix kernels and cannot be read as ",
+                     dtype_name(t->type), " elements");
+            base = static_cast<uint8_t*>(dw.data);
+        }
         else if (t->is_state) base = static_cast<uint8_t*>(t->data);
         else base = static_cast<uint8_t*>(arena_) + t->offset;  // inputs and intermediates
         return base + off;
@@ -263,21 +305,37 @@ private:
     const float* f(const Tensor* t) const { return reinterpret_cast<const float*>(ptr(t)); }
     float* fo(const Tensor* t) const { return reinterpret_cast<float*>(ptr(t)); }
 
-    void mul_mat(Tensor* t) {
+    // ts[0..n): products of one X (n > 1 only for decode products that can share a launch).
+    void mul_mat(Tensor* const* ts, int n) {
+        Tensor* t = ts[0];
         const Tensor* w = t->src[0];
         const Tensor* x = t->src[1];
         const int64_t K = w->ne[0], N = w->ne[1], M = x->nrows();
         if (M <= kMatvecMaxCols) {
-            cuda::matvec(int(w->type), ptr(w), w->nb[1], f(x), x->nb[1] / 4, fo(t), t->ne[0], K, N, M, scratch_, stream_);
+            cuda::Matrix W[cuda::kMatvecMaxWeights];
+            float* Y[cuda::kMatvecMaxWeights];
+            int64_t ldy[cuda::kMatvecMaxWeights];
+            for (int i = 0; i < n; i++) {
+                W[i] = matrix(ts[i]->src[0]);
+                Y[i] = fo(ts[i]);
+                ldy[i] = ts[i]->ne[0];
+            }
+            // Products that read the same X one after another share one quantization of it.
+            if (cuda::matvec_int8(W[0].layout) && quantized_x_ != x) {
+                cuda::quantize_activations(f(x), x->nb[1] / 4, K, M, scratch_, stream_);
+                quantized_x_ = x;
+            }
+            cuda::matvec(W, n, f(x), x->nb[1] / 4, Y, ldy, M, scratch_, stream_);
             return;
         }
+        quantized_x_ = nullptr;  // the scratch is reused below
         // Tensor cores: weights and activations in f16, f32 accumulation. The weights come from the
         // f16 copy made in prepare(), or are dequantized into scratch when memory was short.
         void* xh = scratch_;
         void* wh = f16_cache_.count(w->data) ? f16_cache_.at(w->data) : nullptr;
         if (!wh || w->type == DType::F16) {
             wh = w->type == DType::F16 ? ptr(w) : static_cast<uint8_t*>(scratch_) + size_t(K) * size_t(M) * 2;
-            if (w->type != DType::F16) cuda::dequant_rows_f16(int(w->type), ptr(w), w->nb[1], wh, K, N, stream_);
+            if (w->type != DType::F16) cuda::dequant_rows_f16(matrix(w), wh, stream_);
         }
         cuda::f32_to_f16(f(x), xh, K * M, stream_);
         const float alpha = 1.0f, beta = 0.0f;
@@ -292,10 +350,13 @@ private:
     void run_profiled(Graph& g) {
         std::vector<cudaEvent_t> ev(g.nodes().size() + 1);
         for (auto& e : ev) cudaEventCreate(&e);
+        quantized_x_ = nullptr;
         cudaEventRecord(ev[0], stream_);
-        for (size_t k = 0; k < g.nodes().size(); k++) {
-            run_node(g.nodes()[k]);
-            cudaEventRecord(ev[k + 1], stream_);
+        std::vector<int> products(g.nodes().size(), 1);  // products run by the step that starts at a node
+        for (size_t k = 0; k < g.nodes().size();) {
+            const size_t n = run_step(g.nodes(), k, &products[k]);
+            for (size_t i = k + 1; i <= k + n; i++) cudaEventRecord(ev[i], stream_);  // the step's time goes to node k
+            k += n;
         }
         check(cudaStreamSynchronize(stream_), "profile");
         for (size_t k = 0; k < g.nodes().size(); k++) {
@@ -305,7 +366,8 @@ private:
             std::string key = op_name(t->op);
             if (t->op == Op::MulMat)
                 key += std::string(" ") + dtype_name(t->src[0]->type) + " " + std::to_string(t->src[0]->ne[0]) + "x" +
-                       std::to_string(t->src[0]->ne[1]) + " M=" + std::to_string(t->src[1]->nrows());
+                       std::to_string(t->src[0]->ne[1]) + " M=" + std::to_string(t->src[1]->nrows()) +
+                       (products[k] > 1 ? " +" + std::to_string(products[k] - 1) + " in its launch" : "");
             profile_ms_[key] += ms;
             profile_n_[key]++;
         }
@@ -313,7 +375,34 @@ private:
     }
 
     void run_nodes(Graph& g) {
-        for (Tensor* t : g.nodes()) run_node(t);
+        quantized_x_ = nullptr;
+        for (size_t k = 0; k < g.nodes().size();) k += run_step(g.nodes(), k, nullptr);
+    }
+
+    // Runs nodes[k]; when it is a decode product, the products right after it that read the same
+    // activations with weights of the same packed layout (Q, K, V; gate, up; Views between them
+    // are no-ops) join its launch. Returns the nodes covered; *products: the products run.
+    size_t run_step(const std::vector<Tensor*>& nodes, size_t k, int* products) {
+        Tensor* t = nodes[k];
+        Tensor* group[cuda::kMatvecMaxWeights] = {t};
+        int n = 1;
+        size_t end = k + 1;
+        if (t->op == Op::MulMat && t->src[1]->nrows() <= kMatvecMaxCols && t->src[0]->is_weight) {
+            const cuda::WeightLayout& L = weights_.at(t->src[0]->data).layout;
+            for (size_t j = k + 1; j < nodes.size() && n < cuda::kMatvecMaxWeights; j++) {
+                const Tensor* u = nodes[j];
+                if (u->op == Op::View) continue;
+                if (u->op != Op::MulMat || u->src[1] != t->src[1] || !u->src[0]->is_weight ||
+                    !cuda::matvec_can_share(L, weights_.at(u->src[0]->data).layout))
+                    break;
+                group[n++] = nodes[j];
+                end = j + 1;
+            }
+        }
+        if (products) *products = n;
+        if (t->op == Op::MulMat) mul_mat(group, n);
+        else run_node(t);
+        return end - k;
     }
 
     void run_node(Tensor* t) {
@@ -321,11 +410,10 @@ private:
             switch (t->op) {
                 case Op::None: case Op::View: break;
                 case Op::GetRows:
-                    cuda::get_rows_f32(int(t->src[0]->type), ptr(t->src[0]), t->src[0]->nb[1],
-                                       reinterpret_cast<const int32_t*>(ptr(t->src[1])), fo(t), t->nb[1], t->ne[0],
-                                       t->ne[1], stream_);
+                    cuda::get_rows_f32(matrix(t->src[0]), reinterpret_cast<const int32_t*>(ptr(t->src[1])), fo(t),
+                                       t->nb[1], t->ne[1], stream_);
                     break;
-                case Op::MulMat: mul_mat(t); break;
+                case Op::MulMat: mul_mat(&t, 1); break;
                 case Op::Add: case Op::Mul: {
                     const Tensor* b = t->src[1];
                     cuda::add_or_mul(t->op == Op::Mul, f(t->src[0]), t->src[0]->nb[1], f(b), b->nb[1], b->nrows() == 1,
@@ -378,7 +466,13 @@ private:
     cudaStream_t stream_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
     void* cublas_ws_ = nullptr;
-    std::unordered_map<const void*, void*> weights_;
+    struct DeviceWeight {
+        void* data = nullptr;
+        cuda::WeightLayout layout;
+    };
+    std::unordered_map<const void*, DeviceWeight> weights_;  // by the weight's address in the mapped file
+    bool use_repack_ = getenv("LUMEN_NO_REPACK") == nullptr;
+    const Tensor* quantized_x_ = nullptr;  // whose int8 activations the scratch holds (this run)
     std::unordered_map<const void*, void*> f16_cache_;  // nullptr: no room, dequantize per call
     bool use_f16_cache_ = getenv("LUMEN_NO_F16_CACHE") == nullptr;
     std::vector<void*> states_;

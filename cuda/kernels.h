@@ -4,20 +4,33 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "repack.h"
+
 namespace lumen::cuda {
 
-// matvec.cu: Y[m][n] = dot(W row n, X row m) for small M (decode), any weight type.
-// The 32-element legacy formats multiply with int8-quantized activations (DP4A), which need
-// matvec_scratch_bytes(K, M) of device scratch; the others use the activations as f32.
+// matvec.cu: Y[m][n] = dot(W row n, X row m) for small M (decode), any weight type. A weight is
+// its device bytes plus their layout (repack.h): packed for the decode-hot types, GGUF's rows
+// otherwise; every reader below takes that pair.
+struct Matrix {
+    const void* data;
+    WeightLayout layout;
+};
 bool matvec_supported(int type);
-bool matvec_int8(int type);
+// Whether matvec(w) multiplies with int8 activations, which quantize_activations must have put in
+// the scratch (matvec_scratch_bytes(K, M)) first; the others use X as f32. Products that share X
+// may share one quantization.
+bool matvec_int8(const WeightLayout& L);
 size_t matvec_scratch_bytes(int64_t K, int64_t M);
-void matvec(int type, const void* W, size_t w_stride, const float* X, size_t x_stride, float* Y, int64_t ldy,
-            int64_t K, int64_t N, int64_t M, void* scratch, cudaStream_t s);
-// Dequantizes rows of any weight type into f16 (for the tensor-core GEMM path) or f32.
-void dequant_rows_f16(int type, const void* W, size_t w_stride, void* out_f16, int64_t K, int64_t N, cudaStream_t s);
-void get_rows_f32(int type, const void* table, size_t stride, const int32_t* ids, float* out, size_t out_stride,
-                  int64_t K, int64_t n_ids, cudaStream_t s);
+void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M, void* scratch, cudaStream_t s);
+// Y[i] = w[i] X for n weights (Y[i][m * ldy[i] + row]). Several weights in one call (n up to
+// kMatvecMaxWeights, each pair matvec_can_share) run as one launch.
+constexpr int kMatvecMaxWeights = 3;
+bool matvec_can_share(const WeightLayout& a, const WeightLayout& b);
+void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* const* Y, const int64_t* ldy, int64_t M,
+            const void* scratch, cudaStream_t s);
+// All rows as row-major f16 (the tensor-core GEMM path), and rows ids[] as f32 (the token embedding).
+void dequant_rows_f16(const Matrix& w, void* out_f16, cudaStream_t s);
+void get_rows_f32(const Matrix& w, const int32_t* ids, float* out, size_t out_stride, int64_t n_ids, cudaStream_t s);
 
 // elementwise.cu
 void f32_to_f16(const float* x, void* y, int64_t n, cudaStream_t s);

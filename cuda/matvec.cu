@@ -1,9 +1,11 @@
-// Decode-time matrix x vector(s): each warp owns one weight row, stages it in shared memory, and its
-// lanes decode it a few elements at a time, reusing each decoded weight for up to kMaxCols
-// activation rows.
+// Decode-time matrix x vector(s). Packed weights (repack.h: Q4_0, Q8_0, Q4_K, Q6_K, F16) run the
+// kernel bodies of matvec.cuh; weights in GGUF's rows (the other types, or every type under
+// LUMEN_NO_REPACK) run the row-staging kernels below: each warp owns one row, stages it in shared
+// memory and decodes it a few elements at a time.
 #include <cuda_fp16.h>
 
 #include "kernels.h"
+#include "matvec.cuh"
 #include "quant_decode.cuh"
 
 namespace lumen::cuda {
@@ -12,6 +14,8 @@ namespace {
 
 constexpr int kMaxCols = 8;
 constexpr int kWarps = 4;
+
+// ---- weights in GGUF's rows ----------------------------------------------------------------------
 
 // Each warp stages up to 6 KiB of its row in shared memory (a whole row of 4096 4-bit weights),
 // so a warp has its row in flight at once; 8 blocks of four warps fit an SM (24.6 KiB each, at
@@ -82,20 +86,6 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_kernel(const
     store_rows(acc, M, Y, ldy, row, lane);
 }
 
-// Activations as int8 for the integer path: per 32 elements a float scale d and q = round(x / d).
-__global__ void quantize_x_kernel(const float* __restrict__ X, size_t x_stride, int8_t* __restrict__ xq,
-                                  float* __restrict__ xd, int K) {
-    const int m = blockIdx.y;
-    const int e = blockIdx.x * blockDim.x + threadIdx.x;  // one warp per 32-element block
-    if (e >= K) return;
-    const float x = X[size_t(m) * x_stride + e];
-    float amax = fabsf(x);
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, o));
-    const float d = amax / 127.0f;
-    xq[size_t(m) * K + e] = int8_t(__float2int_rn(d != 0.0f ? x / d : 0.0f));
-    if (e % 32 == 0) xd[size_t(m) * (K / 32) + e / 32] = d;
-}
-
 __device__ __forceinline__ uint32_t load_u32_2aligned(const uint8_t* p) {
     const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
     return uint32_t(h[0]) | uint32_t(h[1]) << 16;
@@ -110,7 +100,7 @@ __device__ __forceinline__ uint32_t spread4(uint32_t x) { return ((x * 0x0020408
 template <int T>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_q8_kernel(const uint8_t* __restrict__ W, size_t w_stride,
                                                                 const int8_t* __restrict__ xq,
-                                                                const float* __restrict__ xd, float* __restrict__ Y,
+                                                                const ActBlock* __restrict__ xa, float* __restrict__ Y,
                                                                 int64_t ldy, int K, int N, int M) {
     constexpr int S = Layout<T>::bytes;
     constexpr bool has_min = T == T_Q4_1 || T == T_Q5_1, five = T == T_Q5_0 || T == T_Q5_1;
@@ -159,7 +149,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_q8_kernel(co
                 const int qx = __dp4a(v0, x.x, __dp4a(v1, x.y, 0));
                 float t = d * float(qx);
                 if constexpr (T != T_Q8_0) t += c * float(__dp4a(0x01010101, x.x, __dp4a(0x01010101, x.y, 0)));
-                acc[m] += xd[size_t(m) * (K / 32) + blk] * t;
+                acc[m] += xa[size_t(m) * (K / 32) + blk].d * t;
             }
         }
     }
@@ -192,25 +182,141 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ table, size_t stride
     for (int i = 0; i < 32; i++) o[i] = y[i];
 }
 
-// Calls f.template operator()<T>() for the runtime type id; false if the type has no kernels.
+template <int T> struct Tag {};
+template <int T> constexpr int type_of(Tag<T>) { return T; }
+
+// Calls f(Tag<T>()) for the runtime type id (type_of(tag) gives T back as a constant); false if
+// the type has no kernels.
 template <class F>
 bool dispatch(int type, F&& f) {
     switch (type) {
-        case T_F32: f.template operator()<T_F32>(); return true;
-        case T_F16: f.template operator()<T_F16>(); return true;
-        case T_BF16: f.template operator()<T_BF16>(); return true;
-        case T_Q4_0: f.template operator()<T_Q4_0>(); return true;
-        case T_Q4_1: f.template operator()<T_Q4_1>(); return true;
-        case T_Q5_0: f.template operator()<T_Q5_0>(); return true;
-        case T_Q5_1: f.template operator()<T_Q5_1>(); return true;
-        case T_Q8_0: f.template operator()<T_Q8_0>(); return true;
-        case T_Q2_K: f.template operator()<T_Q2_K>(); return true;
-        case T_Q3_K: f.template operator()<T_Q3_K>(); return true;
-        case T_Q4_K: f.template operator()<T_Q4_K>(); return true;
-        case T_Q5_K: f.template operator()<T_Q5_K>(); return true;
-        case T_Q6_K: f.template operator()<T_Q6_K>(); return true;
+        case T_F32: f(Tag<T_F32>()); return true;
+        case T_F16: f(Tag<T_F16>()); return true;
+        case T_BF16: f(Tag<T_BF16>()); return true;
+        case T_Q4_0: f(Tag<T_Q4_0>()); return true;
+        case T_Q4_1: f(Tag<T_Q4_1>()); return true;
+        case T_Q5_0: f(Tag<T_Q5_0>()); return true;
+        case T_Q5_1: f(Tag<T_Q5_1>()); return true;
+        case T_Q8_0: f(Tag<T_Q8_0>()); return true;
+        case T_Q2_K: f(Tag<T_Q2_K>()); return true;
+        case T_Q3_K: f(Tag<T_Q3_K>()); return true;
+        case T_Q4_K: f(Tag<T_Q4_K>()); return true;
+        case T_Q5_K: f(Tag<T_Q5_K>()); return true;
+        case T_Q6_K: f(Tag<T_Q6_K>()); return true;
         default: return false;
     }
+}
+
+// ---- packed weights (matvec.cuh) ------------------------------------------------------------------
+
+// Blocks per SM the register budget is sized for: 8 (64 registers) at one column, where ~60 are
+// needed (Q6_K's four planes need a few more: 7); fewer for more columns' accumulators.
+constexpr int min_blocks(int T, int MC) { return MC == 1 ? (T == T_Q6_K ? 7 : 8) : MC == 2 ? 5 : 4; }
+
+template <int T, int R, int MC>
+__global__ void __launch_bounds__(kMatvecThreads, min_blocks(T, MC)) packed_matvec_kernel(const MatvecArgs a) {
+    __shared__ __align__(16) char red[kMatvecSmem];
+    simt::Gpu c{red};
+    matvec_body<T, R, MC>(c, a);
+}
+
+__global__ void quantize_act_kernel(const float* __restrict__ X, size_t x_stride, int64_t K, int8_t* __restrict__ xq,
+                                    ActBlock* __restrict__ xa) {
+    simt::Gpu c{nullptr};
+    quantize_act_body(c, X, x_stride, K, xq, xa);
+}
+
+template <int T>
+__global__ void packed_dequant_f16_kernel(const uint8_t* __restrict__ w, const WeightLayout L, uint16_t* __restrict__ out) {
+    simt::Gpu c{nullptr};
+    dequant_f16_body<T>(c, w, L, out);
+}
+
+template <int T>
+__global__ void packed_get_rows_kernel(const uint8_t* __restrict__ w, const WeightLayout L, const int32_t* __restrict__ ids,
+                                       float* __restrict__ out, size_t out_stride) {
+    simt::Gpu c{nullptr};
+    get_rows_body<T>(c, w, L, ids, out, out_stride);
+}
+
+// LUMEN_PDL=1 launches the quantization and the packed products with programmatic dependent
+// launch (see pdl_wait in matvec.cuh): each may start while the kernel before it finishes and
+// load its weights meanwhile. Off by default until measured on a GPU.
+bool use_pdl() {
+    static const bool on = getenv("LUMEN_PDL") != nullptr;
+    return on;
+}
+
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = s;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = use_pdl() ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+template <int T, int R>
+void launch_packed_r(const MatvecArgs& a, const MatvecTiling& t, cudaStream_t s) {
+    const dim3 blocks(unsigned(t.blocks));
+    switch (t.cols) {
+        case 1: launch(packed_matvec_kernel<T, R, 1>, blocks, kMatvecThreads, s, a); break;
+        case 2: launch(packed_matvec_kernel<T, R, 2>, blocks, kMatvecThreads, s, a); break;
+        case 4: launch(packed_matvec_kernel<T, R, 4>, blocks, kMatvecThreads, s, a); break;
+        default: launch(packed_matvec_kernel<T, R, 8>, blocks, kMatvecThreads, s, a); break;
+    }
+}
+
+template <int T>
+void launch_packed_t(const MatvecArgs& a, const MatvecTiling& t, cudaStream_t s) {
+    switch (t.rows) {
+        case 1: launch_packed_r<T, 1>(a, t, s); break;
+        case 2: launch_packed_r<T, 2>(a, t, s); break;
+        default: launch_packed_r<T, 4>(a, t, s); break;
+    }
+}
+
+void launch_packed(int type, const MatvecArgs& a, const MatvecTiling& t, cudaStream_t s) {
+    switch (type) {
+        case T_Q4_0: launch_packed_t<T_Q4_0>(a, t, s); break;
+        case T_Q8_0: launch_packed_t<T_Q8_0>(a, t, s); break;
+        case T_Q4_K: launch_packed_t<T_Q4_K>(a, t, s); break;
+        case T_Q6_K: launch_packed_t<T_Q6_K>(a, t, s); break;
+        case T_F16: launch_packed_t<T_F16>(a, t, s); break;
+    }
+}
+
+// dispatch for the packed types.
+template <class F>
+void dispatch_packed(int type, F&& f) {
+    switch (type) {
+        case T_Q4_0: f(Tag<T_Q4_0>()); break;
+        case T_Q8_0: f(Tag<T_Q8_0>()); break;
+        case T_Q4_K: f(Tag<T_Q4_K>()); break;
+        case T_Q6_K: f(Tag<T_Q6_K>()); break;
+        case T_F16: f(Tag<T_F16>()); break;
+    }
+}
+
+int sm_count() {
+    static const int n = [] {
+        int dev = 0, v = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
+        return v > 0 ? v : 132;
+    }();
+    return n;
+}
+
+// The int8 activations in the scratch: xq (M x K) then, 16-byte aligned, the blocks (M x K / 32).
+int8_t* scratch_xq(const void* scratch) { return static_cast<int8_t*>(const_cast<void*>(scratch)); }
+ActBlock* scratch_xa(const void* scratch, int64_t K, int64_t M) {
+    return reinterpret_cast<ActBlock*>(scratch_xq(scratch) + ((size_t(K) * size_t(M) + 15) & ~size_t(15)));
 }
 
 }  // namespace
@@ -223,53 +329,100 @@ bool matvec_supported(int type) {
     }
 }
 
-bool matvec_int8(int type) {
-    return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q8_0;
+bool matvec_int8(const WeightLayout& L) {
+    if (L.packed) return L.type != T_F16;
+    const int t = L.type;
+    return t == T_Q4_0 || t == T_Q4_1 || t == T_Q5_0 || t == T_Q5_1 || t == T_Q8_0;
 }
 
-size_t matvec_scratch_bytes(int64_t K, int64_t M) { return size_t(K) * size_t(M) + size_t(K / 32) * size_t(M) * 4 + 16; }
+size_t matvec_scratch_bytes(int64_t K, int64_t M) {
+    return ((size_t(K) * size_t(M) + 15) & ~size_t(15)) + size_t(K / 32) * size_t(M) * sizeof(ActBlock) + 16;
+}
 
-void matvec(int type, const void* W, size_t w_stride, const float* X, size_t x_stride, float* Y, int64_t ldy,
-            int64_t K, int64_t N, int64_t M, void* scratch, cudaStream_t s) {
-    if (matvec_int8(type)) {
-        int8_t* xq = static_cast<int8_t*>(scratch);
-        float* xd = reinterpret_cast<float*>(xq + ((size_t(K) * size_t(M) + 15) & ~size_t(15)));
-        quantize_x_kernel<<<dim3{unsigned((K + 255) / 256), unsigned(M)}, 256, 0, s>>>(X, x_stride, xq, xd, int(K));
+void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M, void* scratch, cudaStream_t s) {
+    const int threads = 256;
+    const dim3 grid(unsigned((K / 32 * 8 + threads - 1) / threads), unsigned(M));
+    launch(quantize_act_kernel, grid, threads, s, X, x_stride, K, scratch_xq(scratch), scratch_xa(scratch, K, M));
+}
+
+bool matvec_can_share(const WeightLayout& a, const WeightLayout& b) {
+    return a.packed && b.packed && a.type == b.type && a.K == b.K;
+}
+
+void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* const* Y, const int64_t* ldy, int64_t M,
+            const void* scratch, cudaStream_t s) {
+    static_assert(kMatvecMaxWeights == kMatvecMaxParts, "kernels.h and matvec.cuh agree");
+    const WeightLayout& L = w[0].layout;
+    const int64_t K = L.K;
+    const int8_t* xq = scratch_xq(scratch);
+    const ActBlock* xa = scratch_xa(scratch, K, M);
+    if (L.packed) {
+        int64_t N = 0;
+        for (int i = 0; i < n; i++) N += w[i].layout.N;
         for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
             const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
-            dispatch(type, [&] <int T>() {
-                if constexpr (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1 || T == T_Q8_0)
-                    matvec_q8_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
-                        static_cast<const uint8_t*>(W), w_stride, xq + m0 * K, xd + m0 * (K / 32), Y + m0 * ldy, ldy,
-                        int(K), int(N), cols);
-            });
+            MatvecArgs a{};
+            a.xq = xq + m0 * K;
+            a.xa = xa + m0 * (K / 32);
+            a.xf = X + size_t(m0) * x_stride;
+            a.x_stride = x_stride;
+            a.M = cols;
+            MatvecTiling t = matvec_tiling(L.type, K, N, cols, sm_count());
+            for (int i = 0; i < n; i++)
+                t.blocks = matvec_add_part(a, t, static_cast<const uint8_t*>(w[i].data), w[i].layout, Y[i] + m0 * ldy[i],
+                                           ldy[i]);
+            launch_packed(L.type, a, t, s);
         }
         return;
     }
-    for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
-        const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
-        dispatch(type, [&] <int T>() {
-            matvec_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
-                static_cast<const uint8_t*>(W), w_stride, X + m0 * x_stride, x_stride, Y + m0 * ldy, ldy, int(K),
-                int(N), cols);
-        });
+    for (int i = 0; i < n; i++) {  // GGUF rows: one launch per weight and 8 columns
+        const WeightLayout& Li = w[i].layout;
+        const uint8_t* W = static_cast<const uint8_t*>(w[i].data);
+        const int64_t N = Li.N;
+        for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
+            const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
+            float* y = Y[i] + m0 * ldy[i];
+            dispatch(Li.type, [&](auto tag) {
+                constexpr int T = type_of(decltype(tag)());
+                if constexpr (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1 || T == T_Q8_0)
+                    matvec_q8_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
+                        W, Li.stride[0], xq + m0 * K, xa + m0 * (K / 32), y, ldy[i], int(K), int(N), cols);
+                else
+                    matvec_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
+                        W, Li.stride[0], X + m0 * x_stride, x_stride, y, ldy[i], int(K), int(N), cols);
+            });
+        }
     }
 }
 
-void dequant_rows_f16(int type, const void* W, size_t w_stride, void* out, int64_t K, int64_t N, cudaStream_t s) {
-    const int64_t chunks = K / 32 * N;
-    dispatch(type, [&] <int T>() {
-        dequant_f16_kernel<T><<<unsigned((chunks + 255) / 256), 256, 0, s>>>(
-            static_cast<const uint8_t*>(W), w_stride, static_cast<__half*>(out), int(K), int(N));
+void dequant_rows_f16(const Matrix& w, void* out, cudaStream_t s) {
+    const WeightLayout& L = w.layout;
+    const int64_t chunks = L.K / 32 * L.N;
+    const unsigned blocks = unsigned((chunks + 255) / 256);
+    const uint8_t* W = static_cast<const uint8_t*>(w.data);
+    if (L.packed) {
+        dispatch_packed(L.type, [&](auto tag) {
+            packed_dequant_f16_kernel<type_of(tag)><<<blocks, 256, 0, s>>>(W, L, static_cast<uint16_t*>(out));
+        });
+        return;
+    }
+    dispatch(L.type, [&](auto tag) {
+        dequant_f16_kernel<type_of(tag)><<<blocks, 256, 0, s>>>(W, L.stride[0], static_cast<__half*>(out), int(L.K), int(L.N));
     });
 }
 
-void get_rows_f32(int type, const void* table, size_t stride, const int32_t* ids, float* out, size_t out_stride,
-                  int64_t K, int64_t n_ids, cudaStream_t s) {
-    dim3 grid(unsigned((K / 32 + 63) / 64), unsigned(n_ids));
-    dispatch(type, [&] <int T>() {
-        get_rows_kernel<T><<<grid, 64, 0, s>>>(static_cast<const uint8_t*>(table), stride, ids, out, out_stride,
-                                               int(K));
+void get_rows_f32(const Matrix& w, const int32_t* ids, float* out, size_t out_stride, int64_t n_ids, cudaStream_t s) {
+    const WeightLayout& L = w.layout;
+    const dim3 grid(unsigned((L.K / 32 + 63) / 64), unsigned(n_ids));
+    const uint8_t* W = static_cast<const uint8_t*>(w.data);
+    if (L.packed) {
+        dispatch_packed(L.type, [&](auto tag) {
+            packed_get_rows_kernel<type_of(tag)><<<grid, 64, 0, s>>>(W, L, ids, out, out_stride);
+        });
+        return;
+    }
+    dispatch(L.type, [&](auto tag) {
+        get_rows_kernel<type_of(tag)><<<grid, 64, 0, s>>>(W, L.stride[0], ids, out, out_stride, int(L.K));
     });
 }
 

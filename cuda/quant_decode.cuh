@@ -1,17 +1,15 @@
 // Device-side decoding of GGUF weight blocks, 32 consecutive elements at a time ("a chunk"):
 // one block of the 32-element formats, or one eighth of a 256-element K-quant super-block.
-// Every GPU kernel that reads weights goes through decode_chunk, so a new quant type is one
-// case here plus its CPU twin in src/tensor/quant*.cpp.
+// The kernels that read weights kept in GGUF's rows go through decode_chunk (packed weights have
+// their own decoder, decode32 in matvec.cuh), so a new quant type is one case here plus its CPU
+// twin in src/tensor/quant*.cpp.
 #pragma once
 #include <cuda_fp16.h>
 #include <cstdint>
 
-namespace lumen::cuda {
+#include "repack.h"  // the type ids
 
-enum : int {
-    T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
-    T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30,
-};
+namespace lumen::cuda {
 
 __device__ __forceinline__ float h2f(const uint8_t* p) {
     return __half2float(*reinterpret_cast<const __half*>(p));

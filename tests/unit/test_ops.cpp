@@ -97,21 +97,21 @@ void check_op(const char* name, const Builder& build, double tol_cpu, double tol
 
 // --- the ops ---------------------------------------------------------------------------------
 
-// round_acts: the CPU kernels multiply with activations rounded to the weight type's partner
-// format (Q8_0, Q8_1, Q8_K); the GPU's decode kernel does the same (int8 per 32) for the 32-element
-// formats and uses f32 for the others, and its tensor-core path (M > 8) uses f16.
-std::vector<double> build_mul_mat(Case& c, DType wt, int64_t K, int64_t N, int64_t M, bool round_acts) {
+// round_as: the format the kernel under test rounds the activations to (F32: none). The CPU kernels
+// use the weight type's partner format (Q8_0, Q8_1, Q8_K); the GPU's decode kernel (M <= 8) int8
+// per 32 (as Q8_0) for the integer formats and f32 for the float ones; its tensor-core path
+// (M > 8) f16.
+std::vector<double> build_mul_mat(Case& c, DType wt, int64_t K, int64_t N, int64_t M, DType round_as) {
     auto wv = randn(size_t(K * N), 1, 0.5f), xv = randn(size_t(K * M), 2);
     Tensor* w = c.weight(wt, wv, K, N);
     Tensor* x = c.input_f32(xv, K, M);
     c.out = c.g.mul_mat(w, x);
     auto wd = Case::dequant(w);
     // The reference rounds like the kernel under test, leaving only summation order as a difference.
-    const DType vt = vec_dot_type(wt);
-    std::vector<uint8_t> q(row_bytes(vt, K));
-    for (int64_t m = 0; round_acts && m < M; m++) {
-        quantize_row(vt, xv.data() + m * K, q.data(), K);
-        dequantize_row(vt, q.data(), xv.data() + m * K, K);
+    std::vector<uint8_t> q(row_bytes(round_as, K));
+    for (int64_t m = 0; round_as != DType::F32 && m < M; m++) {
+        quantize_row(round_as, xv.data() + m * K, q.data(), K);
+        dequantize_row(round_as, q.data(), xv.data() + m * K, K);
     }
     std::vector<double> ref(static_cast<size_t>(N * M));
     for (int64_t m = 0; m < M; m++)
@@ -281,9 +281,9 @@ void all_ops(bool gpu) {
             CAPTURE(M);
             // Q8_1 keeps d * sum(q) in fp16 (as GGUF does), which rounds the min term of Q4_1 / Q5_1.
             const double tol = (t == DType::Q4_1 || t == DType::Q5_1) ? 2e-3 : 1e-5;
-            const bool legacy = dtype_info(t).block_size == 32 && t != DType::F32 && t != DType::F16;
-            const bool rounded = !gpu || (M <= 8 && legacy);
-            check_op("mul_mat", [&](Case& c) { return build_mul_mat(c, t, 512, 40, M, rounded); }, tol, 3e-3, gpu);
+            const bool integer = t != DType::F32 && t != DType::F16;
+            const DType round_as = !gpu ? vec_dot_type(t) : M <= 8 && integer ? DType::Q8_0 : DType::F32;
+            check_op("mul_mat", [&](Case& c) { return build_mul_mat(c, t, 512, 40, M, round_as); }, tol, 3e-3, gpu);
         }
     }
     check_op("rms_norm * w * 0.5 + b", build_rms_norm_mul_add, 1e-6, 1e-5, gpu);
