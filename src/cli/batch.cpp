@@ -217,7 +217,7 @@ void run(Opts& o) {
     Scheduler sched(*model, make_backend(o.run.device, o.run.n_threads), so,
                     [&tok](int32_t t) { return tok.is_eog(t); });
     const int n_ctx = sched.n_ctx();
-    Speculation spec = make_batch_speculation(o.spec, o.run, tok, so, n_ctx);
+    Speculation spec = make_batch_speculation(o.spec, o.run, tok, so, n_ctx, sched.backend());
     sched.set_drafter(spec.get_batch(), spec.params);
 
     // Tokenize each prompt needed (once for all its samples) and check it fits.

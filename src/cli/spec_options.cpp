@@ -31,6 +31,7 @@ const char* Speculation::name() const {
 }
 
 int Speculation::draft_evals() const {
+    if (auto* b = dynamic_cast<const BatchDraftModel*>(batch.get())) return b->evals();
     auto* d = dynamic_cast<const DraftModelDrafter*>(drafter.get());
     return d ? d->evals() : 0;
 }
@@ -104,7 +105,7 @@ Speculation make_speculation(const SpecOptions& o, const RunOptions& run, const 
 }
 
 Speculation make_batch_speculation(const SpecOptions& o, const RunOptions& run, const tokenizer::Tokenizer& target_tok,
-                                   const SchedulerOptions& sched, int n_ctx) {
+                                   const SchedulerOptions& sched, int n_ctx, Backend& backend) {
     Speculation s;
     if (!check_flags(o, s)) return s;
     if (o.lookup) {
@@ -113,7 +114,20 @@ Speculation make_batch_speculation(const SpecOptions& o, const RunOptions& run, 
         s.batch = std::make_unique<EachDrafter>(*s.drafter);
         return s;
     }
-    fail("--draft-model: not yet supported by batch");
+    RunOptions dr = run;
+    dr.model = o.draft_model;
+    dr.n_ctx = n_ctx;
+    load_draft(o, dr, target_tok, s);
+    BatchDraftOptions bo;
+    bo.n_slots = sched.n_parallel;
+    bo.n_ctx = n_ctx;
+    bo.n_batch = sched.n_batch;
+    bo.kv_tokens = sched.kv_tokens;
+    bo.cache_type = sched.cache_type;
+    DraftModelParams dp;  // greedy or sampled per sequence: BatchDraftModel::start
+    dp.p_min = o.p_min;
+    s.batch = std::make_unique<BatchDraftModel>(*s.draft_model, backend, bo, dp);
+    return s;
 }
 
 std::string spec_stats_line(const Speculation& s, const GenerateStats& st) {

@@ -51,9 +51,10 @@ struct Speculation {
 Speculation make_speculation(const SpecOptions& o, const RunOptions& run, const tokenizer::Tokenizer& target_tok,
                              const SamplingParams& sampling, int n_ctx);
 
-// The same for `lumen batch`: the drafter serves every sequence of a scheduler with these sizes.
+// The same for `lumen batch`: the drafter serves every sequence of a scheduler with these sizes, n_ctx
+// being its resolved context; a draft model runs on `backend` (the scheduler's).
 Speculation make_batch_speculation(const SpecOptions& o, const RunOptions& run, const tokenizer::Tokenizer& target_tok,
-                                   const SchedulerOptions& sched, int n_ctx);
+                                   const SchedulerOptions& sched, int n_ctx, Backend& backend);
 
 // The statistics line ("" without speculation).
 std::string spec_stats_line(const Speculation& s, const GenerateStats& st);

@@ -2,7 +2,8 @@
 # accepted in every record and in the summary, --n-samples (shared prefix blocks) and --resume.
 source "$(dirname "$0")/lib.sh"
 M=$(test_model) || { fail batch-spec-model "cannot fetch the test model"; exit 0; }
-B=("$LUMEN" batch -m "$M" --device cpu -t 2 -c 320 --chat -n 40 --temp 0 -np 3)
+S=("$LUMEN" batch -m "$M" --device cpu -t 2 -c 320 --chat -np 3)
+B=("${S[@]}" -n 40 --temp 0)
 cat >"$TMP/p.txt" <<'EOF'
 Repeat this sentence exactly, twice: the quick brown fox jumps over the lazy dog.
 Count from 1 to 20, separated by commas.
@@ -63,6 +64,31 @@ assert all(r['text'] == plain[r['id']] for r in rows), rows
 assert all('drafted' in r for r in rows), rows
 "
 
+# The model as its own draft: every guess kept, the same texts; sampled runs are reproducible.
+"${B[@]}" -f "$TMP/p.txt" -o "$TMP/self.jsonl" --draft-model "$M" --draft-max 4 --draft-p-min 0 2>"$TMP/self.err" \
+  || fail "batch --draft-model: run" "$(tail -2 "$TMP/self.err")"
+check_jsonl "batch --draft-model (itself): same greedy texts, every guess kept" "$TMP/self.jsonl" "
+assert sorted(r['id'] for r in rows) == [1, 2, 3, 4], rows
+assert all(r['text'] == plain[r['id']] for r in rows), [r['id'] for r in rows if r['text'] != plain[r['id']]]
+assert all(r['accepted'] == r['drafted'] for r in rows), rows
+assert sum(r['drafted'] for r in rows) > 0, rows
+"
+grep -qE "^speculative \(draft model\): drafted ([0-9]+), accepted \1 \(100.0%\), .* [0-9]+ draft passes, [0-9.]+ s drafting$" "$TMP/self.err" \
+  && pass "batch --draft-model: statistics line with draft passes" || fail "batch --draft-model: statistics" "$(tail -2 "$TMP/self.err")"
+head -2 "$TMP/p.txt" >"$TMP/p2.txt"
+for k in 1 2; do
+  "${S[@]}" -f "$TMP/p2.txt" -o "$TMP/sampled$k.jsonl" -n 16 --draft-model "$M" --temp 0.8 --seed 3 --n-samples 2 2>/dev/null
+done
+check_jsonl "batch --draft-model, sampled with a seed: reproducible" "$TMP/sampled1.jsonl" "
+other = {(r['id'], r['sample']): r['text'] for r in load('$TMP/sampled2.jsonl')}
+assert len(rows) == 4 and all(other[(r['id'], r['sample'])] == r['text'] for r in rows), rows
+"
+"$LUMEN" synth --preset tiny --type q8_0 -o "$TMP/tiny.gguf" 2>/dev/null
+expect_error "batch: incompatible draft model" "draft-model .*tiny.gguf: its vocabulary has 512 tokens" \
+  "${B[@]}" -f "$TMP/p.txt" --draft-model "$TMP/tiny.gguf"
+
 expect_error "batch: --draft-max needs a drafter" "--draft-max needs --lookup or --draft-model" \
   "${B[@]}" -f "$TMP/p.txt" --draft-max 4
 expect_error "batch: --lookup-ngram-min 0" "--lookup-ngram-min 0" "${B[@]}" -f "$TMP/p.txt" --lookup --lookup-ngram-min 0
+expect_error "batch: lookup and draft model" "at most one of --lookup or --draft-model" \
+  "${B[@]}" -f "$TMP/p.txt" --lookup --draft-model "$M"

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/backend_select.h"
+#include "engine/draft_model.h"
 #include "engine/lookup.h"
 #include "engine/scheduler.h"
 #include "model/kv_cache.h"
@@ -25,10 +26,11 @@ namespace {
 struct TinyModel {
     std::string path;
     std::unique_ptr<Model> m;
-    TinyModel() {
-        path = "/tmp/lumen-test-sched-spec-" + std::to_string(getpid()) + ".gguf";
+    explicit TinyModel(uint64_t seed) {
+        path = "/tmp/lumen-test-sched-spec-" + std::to_string(getpid()) + "-" + std::to_string(seed) + ".gguf";
         SynthOptions so;
         so.type = DType::F16;
+        so.seed = seed;
         synth_model(*find_preset("tiny"), so, path);
         m = Model::load(path);
     }
@@ -36,8 +38,27 @@ struct TinyModel {
 };
 
 const TinyModel& tiny() {
-    static TinyModel t;
+    static TinyModel t(42);
     return t;
+}
+
+// Another random model of the same vocabulary: a draft model that is mostly wrong.
+const TinyModel& other() {
+    static TinyModel t(4242);
+    return t;
+}
+
+// A draft model for a scheduler with options o: p_min 0, so it always guesses.
+std::unique_ptr<BatchDraftModel> draft_model(const Model& m, Scheduler& s, const SchedulerOptions& o,
+                                             int64_t kv_tokens = 0) {
+    BatchDraftOptions bo;
+    bo.n_slots = o.n_parallel;
+    bo.n_ctx = o.n_ctx;
+    bo.n_batch = o.n_batch;
+    bo.kv_tokens = kv_tokens;
+    DraftModelParams p;
+    p.p_min = 0.0f;
+    return std::make_unique<BatchDraftModel>(m, s.backend(), bo, p);
 }
 
 // Ends generation on token 7: some requests stop early.
@@ -93,12 +114,12 @@ SchedulerOptions options(int n_parallel, int n_batch) {
     o.n_parallel = n_parallel;
     o.n_ctx = 96;
     o.n_batch = n_batch;
-    o.n_threads = 2;
+    o.n_threads = 1;  // tiny matrices: one thread is fastest
     return o;
 }
 
 std::map<int64_t, Finished> plain_run(const std::vector<Request>& reqs, const SchedulerOptions& o) {
-    Scheduler s(*tiny().m, make_backend("cpu", 2), o, is_eog);
+    Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
     return run_all(s, reqs);
 }
 
@@ -149,7 +170,7 @@ TEST_SUITE("scheduler") {
             sp.draft_max = 6;
         }
         const auto want = plain_run(reqs, o);
-        Scheduler s(*tiny().m, make_backend("cpu", 2), o, is_eog);
+        Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
         s.set_drafter(&each, sp);
         const auto got = run_all(s, reqs);
         check_same(got, want, s);
@@ -169,7 +190,7 @@ TEST_SUITE("scheduler") {
         const auto want = plain_run(reqs, o);
         LookupDrafter lookup(LookupParams{1, 6});
         EachDrafter each(lookup);
-        Scheduler s(*tiny().m, make_backend("cpu", 2), o, is_eog);
+        Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
         s.set_drafter(&each, SpeculativeParams{});
         const auto got = run_all(s, reqs);
         check_same(got, want, s);
@@ -187,7 +208,7 @@ TEST_SUITE("scheduler") {
         EachDrafter each(lookup);
         std::map<int64_t, Finished> runs[2];
         for (auto& run : runs) {
-            Scheduler s(*tiny().m, make_backend("cpu", 2), options(4, 64), is_eog);
+            Scheduler s(*tiny().m, make_backend("cpu", 1), options(4, 64), is_eog);
             s.set_drafter(&each, SpeculativeParams{});
             run = run_all(s, reqs);
             CHECK(s.stats().kv_blocks_used == 0);
@@ -201,6 +222,71 @@ TEST_SUITE("scheduler") {
             CHECK(int(f.tokens.size()) <= std::max(r.n_predict, 0));
             CHECK(int(r.prompt.size() + f.tokens.size()) <= 96 + 1);  // the last token is never read
         }
+    }
+
+    TEST_CASE("draft model in the scheduler: greedy tokens equal those without guesses") {
+        const std::vector<Request> reqs = mixed_requests();
+        SchedulerOptions o = options(4, 64);
+        SpeculativeParams sp;
+        sp.draft_max = 6;
+        const auto want = plain_run(reqs, o);
+        SUBCASE("the target drafting for itself keeps every guess") {
+            Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
+            auto dm = draft_model(*tiny().m, s, o);
+            s.set_drafter(dm.get(), sp);
+            const auto got = run_all(s, reqs);
+            check_same(got, want, s);
+            const SchedulerStats& st = s.stats();
+            CHECK(st.drafted > 0);
+            CHECK(st.accepted == st.drafted);
+            CHECK(st.target_evals < st.gen_tokens);
+            CHECK(dm->evals() < st.drafted);  // the sequences' guesses share passes
+        }
+        SUBCASE("another model: mostly rejected, still the same tokens") {
+            Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
+            auto dm = draft_model(*other().m, s, o);
+            s.set_drafter(dm.get(), sp);
+            check_same(run_all(s, reqs), want, s);
+            CHECK(s.stats().accepted < s.stats().drafted);
+        }
+        SUBCASE("a draft cache too small for every sequence: some draft less") {
+            Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
+            auto dm = draft_model(*tiny().m, s, o, 160);
+            s.set_drafter(dm.get(), sp);
+            check_same(run_all(s, reqs), want, s);
+            CHECK(s.stats().drafted > 0);
+            CHECK(dm->blocks_used() * kKVBlockSize <= 160);
+        }
+        SUBCASE("draft-min 4, 3 sequences, 12 tokens a step") {
+            o = options(3, 12);
+            sp.draft_min = 4;
+            const auto want3 = plain_run(reqs, o);
+            Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
+            auto dm = draft_model(*tiny().m, s, o);
+            s.set_drafter(dm.get(), sp);
+            check_same(run_all(s, reqs), want3, s);
+            CHECK(s.stats().accepted == s.stats().drafted);
+        }
+    }
+
+    TEST_CASE("draft model in the scheduler: sampled generation is reproducible") {
+        std::vector<Request> reqs = mixed_requests();
+        for (Request& r : reqs) {
+            r.sampling.temp = 0.9f;
+            r.sampling.seed = 7 + uint64_t(r.id);
+        }
+        const SchedulerOptions o = options(4, 64);
+        std::map<int64_t, Finished> runs[2];
+        for (auto& run : runs) {
+            Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
+            auto dm = draft_model(*tiny().m, s, o);
+            s.set_drafter(dm.get(), SpeculativeParams{});
+            run = run_all(s, reqs);
+            CHECK(s.stats().kv_blocks_used == 0);
+            CHECK(s.stats().accepted > 0);
+        }
+        REQUIRE(runs[0].size() == reqs.size());
+        for (const Request& r : reqs) CHECK(runs[0].at(r.id).tokens == runs[1].at(r.id).tokens);
     }
 
     TEST_CASE("scheduler: bad guess lengths are errors naming the flag") {
