@@ -234,8 +234,9 @@ struct Scheduler::Impl {
         for (int b = 0; (b + 1) * bs <= s.n_past; b++) pool.set_ready(s.blocks[size_t(b)]);
     }
 
-    // Forgets rejected guesses: blocks past the sequence's length go back to the pool, and back into
-    // its promise (they came out of it). Shared blocks all lie before its prompt's last token.
+    // Forgets rejected guesses: blocks past the sequence's length go back to the pool and are promised
+    // to it again, so what admission sees as free is what it was before the guesses. Shared blocks all
+    // lie before the prompt's last token, which is never rolled back.
     void release_tail(Seq& s) {
         const int keep = blocks_for(s.n_past);
         while (int(s.blocks.size()) > keep) {
