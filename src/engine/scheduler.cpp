@@ -310,8 +310,10 @@ struct Scheduler::Impl {
             return;
         }
         const size_t V = size_t(m.hp.n_vocab);
-        s.target_evals++;
-        stats.target_evals++;
+        if (p.start >= s.n_prompt()) {  // as the Generator counts: passes after the prompt's
+            s.target_evals++;
+            stats.target_evals++;
+        }
         if (k > 0) {
             s.rounds++;
             s.drafted += k;

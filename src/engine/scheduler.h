@@ -51,8 +51,8 @@ struct Finished {
     int n_prompt = 0;
     int n_prompt_cached = 0;         // prompt tokens found in shared prefix blocks (not recomputed)
     double prompt_s = 0, gen_s = 0;  // wall time from admission to first token, and after it
-    // Speculation: forward passes that produced tokens for it, of those the ones with guesses,
-    // guesses verified and kept.
+    // Speculation: forward passes that read its pending token (the first token comes from the
+    // prompt's pass), of those the ones with guesses, guesses verified and kept.
     int target_evals = 0, rounds = 0, drafted = 0, accepted = 0;
 };
 
