@@ -121,10 +121,37 @@ void BatchDraftModel::start(int slot, const SamplingParams& sampling) {
 }
 
 void BatchDraftModel::truncate(Slot& s, int n) {
+    const int bs = kKVBlockSize;
+    // A published block is never written again: cut back to its start (rare: a new sequence whose
+    // context leaves the old one inside a block of context tokens).
+    if (n % bs != 0 && n / bs < int(s.blocks.size()) && pool_.hashed(s.blocks[size_t(n / bs)])) n -= n % bs;
     s.cached.resize(size_t(n));
+    if (int(s.hashes.size()) > n / bs) s.hashes.resize(size_t(n / bs));
     while (int(s.blocks.size()) * kKVBlockSize - kKVBlockSize >= n) {
         pool_.unref(s.blocks.back());
         s.blocks.pop_back();
+    }
+}
+
+void BatchDraftModel::share(Slot& s, const std::vector<int32_t>& ctx) {
+    const int bs = kKVBlockSize;
+    const int final_tokens = int(std::min(s.cached.size(), ctx.size()));
+    for (int b = int(s.hashes.size()); (b + 1) * bs <= final_tokens; b++) {
+        const uint64_t h = block_hash(b ? s.hashes[size_t(b - 1)] : 0, &s.cached[size_t(b * bs)], bs);
+        s.hashes.push_back(h);
+        pool_.publish(s.blocks[size_t(b)], h, &s.cached[size_t(b * bs)]);  // ignored when another has it
+        pool_.set_ready(s.blocks[size_t(b)]);
+    }
+    // The block holding the context's last token is always computed: its logits start the draft.
+    for (int b = int(s.blocks.size()); int(s.cached.size()) == b * bs && (b + 1) * bs <= int(ctx.size()) - 1; b++) {
+        const uint64_t h = block_hash(b ? s.hashes[size_t(b - 1)] : 0, &ctx[size_t(b * bs)], bs);
+        const int id = pool_.lookup(h, &ctx[size_t(b * bs)]);
+        if (id < 0 || !pool_.ready(id)) break;
+        pool_.ref(id);
+        s.blocks.push_back(id);
+        s.hashes.push_back(h);
+        s.cached.insert(s.cached.end(), ctx.begin() + b * bs, ctx.begin() + (b + 1) * bs);
+        tokens_shared_ += bs;
     }
 }
 
@@ -173,6 +200,7 @@ void BatchDraftModel::draft(const std::vector<DraftJob>& jobs) {
         const size_t lim = std::min(s.cached.size(), ctx.size() - 1);
         while (keep < lim && s.cached[keep] == ctx[keep]) keep++;
         truncate(s, int(keep));
+        share(s, ctx);
         want_[j] = int(ctx.size());
     }
     // Passes until every job is done: each reads, in job order and up to n_batch tokens, what each job
@@ -191,9 +219,10 @@ void BatchDraftModel::draft(const std::vector<DraftJob>& jobs) {
             feeds_.push_back({j, have, n, have + n == want_[j]});
             budget -= n;
         }
-        if (feeds_.empty()) return;
+        if (feeds_.empty()) break;
         pass(jobs);
     }
+    for (const DraftJob& job : jobs) share(slots_[size_t(job.slot)], *job.context);
 }
 
 void BatchDraftModel::pass(const std::vector<DraftJob>& jobs) {

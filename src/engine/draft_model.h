@@ -66,10 +66,11 @@ struct BatchDraftOptions {
 // stream (the draft weights are uploaded there once, like the target's).
 // Memory: kv_tokens positions of the draft model's K and V (by default n_slots * n_ctx, the size of
 // the target's pool; KVCache::bytes_per_block() / kKVBlockSize per position). Blocks are taken as
-// sequences grow and, on the CPU, untouched pages cost nothing. Slots do not share prefix blocks; a
-// slot keeps its cache after its sequence ends, for the next one's common prefix (samples of one
-// prompt, a common system prompt), until the pool runs short: then the caches of slots not drafting
-// are dropped, and a sequence that still finds no room drafts fewer tokens (or none) this step.
+// sequences grow and, on the CPU, untouched pages cost nothing. Full blocks of context tokens are
+// shared between slots by prefix hash as in the scheduler (samples of one prompt, a common system
+// prompt are read once) and never written again; a slot keeps its cache after its sequence ends, for
+// the next one's common prefix, until the pool runs short: then the caches of slots not drafting are
+// dropped, and a sequence that still finds no room drafts fewer tokens (or none) this step.
 class BatchDraftModel : public BatchDrafter {
 public:
     // `backend` (usually the scheduler's) must outlive this.
@@ -81,11 +82,13 @@ public:
     const char* name() const override { return "draft model"; }
     int evals() const { return evals_; }  // forward passes so far
     int blocks_used() const { return pool_.n_used(); }
+    int64_t tokens_shared() const { return tokens_shared_; }  // found in other slots' blocks, not read
 
 private:
     struct Slot {
         std::vector<int> blocks;       // block table
         std::vector<int32_t> cached;   // the tokens whose K/V the blocks hold, from position 0
+        std::vector<uint64_t> hashes;  // prefix hashes of its leading full blocks of context tokens
         DraftModelParams params;
         std::unique_ptr<Sampler> sampler;
     };
@@ -96,6 +99,9 @@ private:
         bool logits;
     };
     void truncate(Slot& s, int n);
+    // Publishes the slot's full blocks of context tokens (final: never rolled back), then, when all
+    // its blocks are full, takes further full blocks of the context that other slots computed.
+    void share(Slot& s, const std::vector<int32_t>& context);
     bool grow(Slot& s, int n_tokens);
     void pass(const std::vector<DraftJob>& jobs);
     ForwardGraph& graph_for(int n_tokens, int n_out);
@@ -116,6 +122,7 @@ private:
     std::map<std::pair<int, int>, Cached> graphs_;
     int64_t graph_clock_ = 0;
     int evals_ = 0;
+    int64_t tokens_shared_ = 0;
 };
 
 // Throws lumen::Error (naming the draft file) unless the draft model's tokenizer is the target's:

@@ -241,6 +241,7 @@ TEST_SUITE("scheduler") {
             CHECK(st.accepted == st.drafted);
             CHECK(st.target_evals < st.gen_tokens);
             CHECK(dm->evals() < st.drafted);  // the sequences' guesses share passes
+            CHECK(dm->tokens_shared() >= 2 * (50 / kKVBlockSize - 1) * kKVBlockSize);  // the prompt's copies
         }
         SUBCASE("another model: mostly rejected, still the same tokens") {
             Scheduler s(*tiny().m, make_backend("cpu", 1), o, is_eog);
