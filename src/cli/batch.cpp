@@ -17,6 +17,7 @@
 #include "chat/template.h"
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/spec_options.h"
 #include "engine/backend_select.h"
 #include "engine/batch_input.h"
 #include "engine/scheduler.h"
@@ -32,6 +33,7 @@ namespace {
 struct Opts {
     RunOptions run;
     SamplingParams sampling;
+    SpecOptions spec;
     std::string prompts, output, system, system_file, chat_template, input_format = "auto";
     int n_parallel = 8, n_predict = -1, n_samples = 1;
     int64_t kv_tokens = 0;
@@ -215,6 +217,8 @@ void run(Opts& o) {
     Scheduler sched(*model, make_backend(o.run.device, o.run.n_threads), so,
                     [&tok](int32_t t) { return tok.is_eog(t); });
     const int n_ctx = sched.n_ctx();
+    Speculation spec = make_batch_speculation(o.spec, o.run, tok, so, n_ctx, sched.backend());
+    sched.set_drafter(spec.get_batch(), spec.params);
 
     // Tokenize each prompt needed (once for all its samples) and check it fits.
     std::vector<std::vector<int32_t>> ids(in.items.size());
@@ -297,6 +301,9 @@ void run(Opts& o) {
             r.finish_reason = finish_reason_name(f.reason);
             r.prompt_s = f.prompt_s;
             r.gen_s = f.gen_s;
+            r.speculative = spec.on();
+            r.drafted = f.drafted;
+            r.accepted = f.accepted;
             if (clear_bar) std::fputs("\r\033[K", stderr);
             out.write(batch::format_result(r));
             n_done++;
@@ -327,6 +334,19 @@ void run(Opts& o) {
             line += ", " + fmt("%.1f", double(st.kv_blocks_peak * st.kv_bytes_per_block) / (1024.0 * 1024.0)) + " MiB";
     }
     std::fprintf(stderr, "%s\n", line.c_str());
+    if (spec.on()) {
+        // complete's statistics line over all sequences: a "target pass" is one sequence's part of a
+        // forward pass, the time is the run's.
+        GenerateStats gs;
+        gs.generated = int(st.gen_tokens);
+        gs.target_evals = int(st.target_evals);
+        gs.rounds = int(st.rounds);
+        gs.drafted = int(st.drafted);
+        gs.accepted = int(st.accepted);
+        gs.seconds = secs;
+        gs.draft_seconds = st.draft_s;
+        print_spec_stats(spec, gs);
+    }
     if (g_stop) {
         std::fprintf(stderr, "lumen batch: stopped by %s after %lld of %zu%s\n", g_stop == SIGINT ? "Ctrl-C" : "SIGTERM",
                      (long long)n_done, jobs.size(),
@@ -359,6 +379,7 @@ void add_batch(CLI::App& app) {
     cmd->add_option("--kv-tokens", o->kv_tokens, "KV cache size in tokens over all sequences (0: -np times -c)");
     cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
     add_sampling_options(cmd, o->sampling);
+    add_spec_options(cmd, o->spec);
     cmd->callback([o] { run(*o); });
 }
 

@@ -10,6 +10,7 @@
 #include "engine/draft_model.h"
 #include "engine/generator.h"
 #include "engine/lookup.h"
+#include "engine/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lumen::cli {
@@ -35,8 +36,12 @@ struct Speculation {
     std::unique_ptr<Model> draft_model;
     std::unique_ptr<Session> draft_session;
     std::unique_ptr<Drafter> drafter;
+    std::unique_ptr<BatchDrafter> batch;  // `batch`: one drafter for all the scheduler's sequences
     SpeculativeParams params;
     Drafter* get() const { return drafter.get(); }
+    BatchDrafter* get_batch() const { return batch.get(); }
+    bool on() const { return drafter || batch; }
+    const char* name() const;
     // The draft model's forward passes (0 for lookup).
     int draft_evals() const;
 };
@@ -45,6 +50,11 @@ struct Speculation {
 // the target's context size) or sets up the lookup.
 Speculation make_speculation(const SpecOptions& o, const RunOptions& run, const tokenizer::Tokenizer& target_tok,
                              const SamplingParams& sampling, int n_ctx);
+
+// The same for `lumen batch`: the drafter serves every sequence of a scheduler with these sizes, n_ctx
+// being its resolved context; a draft model runs on `backend` (the scheduler's).
+Speculation make_batch_speculation(const SpecOptions& o, const RunOptions& run, const tokenizer::Tokenizer& target_tok,
+                                   const SchedulerOptions& sched, int n_ctx, Backend& backend);
 
 // The statistics line ("" without speculation).
 std::string spec_stats_line(const Speculation& s, const GenerateStats& st);

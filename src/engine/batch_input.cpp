@@ -225,6 +225,11 @@ std::string format_result(const Result& r) {
     s += ",\"n_prompt_cached\":" + std::to_string(r.n_prompt_cached);
     s += ",\"n_completion\":" + std::to_string(r.n_completion);
     s += ",\"finish_reason\":" + json::quote(r.finish_reason);
+    if (r.speculative) {
+        s += ",\"drafted\":" + std::to_string(r.drafted) + ",\"accepted\":" + std::to_string(r.accepted) +
+             ",\"acceptance\":";
+        append_number(s, r.drafted > 0 ? double(r.accepted) / r.drafted : 0.0, 3);
+    }
     s += ",\"timings\":{\"prompt_ms\":";
     append_number(s, r.prompt_s * 1e3, 3);
     s += ",\"gen_ms\":";

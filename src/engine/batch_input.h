@@ -73,6 +73,9 @@ struct Result {
     int n_prompt = 0, n_prompt_cached = 0, n_completion = 0;
     std::string finish_reason;
     double prompt_s = 0, gen_s = 0;
+    // With speculation: guesses verified and kept (written only when `speculative`).
+    bool speculative = false;
+    int drafted = 0, accepted = 0;
 };
 
 // The record as one line of JSON, newline included.

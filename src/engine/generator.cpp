@@ -16,11 +16,7 @@ Generator::Generator(Session& target, Sampler& sampler, IsEog is_eog)
     : s_(target), sampler_(sampler), is_eog_(std::move(is_eog)), verifier_(target.model().hp.n_vocab) {}
 
 void Generator::set_drafter(Drafter* drafter, const SpeculativeParams& p) {
-    if (drafter) {
-        if (p.draft_max < 1) fail("--draft-max ", p.draft_max, ": must be at least 1");
-        if (p.draft_min < 0 || p.draft_min > p.draft_max)
-            fail("--draft-min ", p.draft_min, ": must be between 0 and --draft-max (", p.draft_max, ")");
-    }
+    if (drafter) check_speculative_params(p);
     drafter_ = drafter;
     sp_ = p;
     verifier_ = DraftVerifier(s_.model().hp.n_vocab, p.rule);
@@ -75,12 +71,7 @@ GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, c
             drafter_->draft(context, n_max, draft_);
             context.pop_back();
             stats_.draft_seconds += since(t_draft);
-            size_t k = 0;
-            while (k < draft_.tokens.size() && int(k) < n_max && draft_.tokens[k] >= 0 && draft_.tokens[k] < V) k++;
-            if (!draft_.dists.empty() && draft_.dists.size() < k) k = draft_.dists.size();
-            if (int(k) < sp_.draft_min) k = 0;
-            draft_.tokens.resize(k);
-            if (!draft_.dists.empty()) draft_.dists.resize(k);
+            fit_draft(draft_, n_max, sp_.draft_min, V);
         }
         const int k = int(draft_.tokens.size());
 
@@ -103,14 +94,7 @@ GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, c
         for (; j < k; j++) {
             const float* row = rows.data() + size_t(j) * size_t(V);
             const int32_t x = draft_.tokens[size_t(j)];
-            Verdict v;
-            if (sampler_.greedy()) {
-                const int32_t y = sampler_.sample(row);
-                v = {y == x, y};
-            } else {
-                v = verifier_.verify(sampler_.distribution(row), x, draft_.dists.empty() ? nullptr : &draft_.dists[size_t(j)],
-                                     sampler_);
-            }
+            const Verdict v = check_guess(row, draft_, size_t(j), sampler_, verifier_);
             if (!v.accepted) { next = v.token; break; }
             stats_.accepted++;
             if (!emit(x)) {
@@ -122,10 +106,7 @@ GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, c
         }
         if (!done && j == k) next = sampler_.sample(rows.data() + size_t(k) * size_t(V));  // the bonus token
         s_.truncate(int(context.size()));  // forget the rejected guesses
-        if (sp_.adaptive) {
-            n_draft = j == k ? std::min(sp_.draft_max, std::max(n_draft, 2 * k)) : j + 1;
-            n_draft = std::max({n_draft, sp_.draft_min, 1});
-        }
+        n_draft = next_draft_length(sp_, n_draft, k, j);
         if (done) break;
         t = next;
     }

@@ -18,15 +18,6 @@
 
 namespace lumen {
 
-struct SpeculativeParams {
-    int draft_max = 16;   // most tokens guessed per step
-    int draft_min = 0;    // guesses shorter than this are not verified (plain step instead)
-    // Adapt the guess length to recent acceptance: after a rejection guess one more token than were
-    // accepted, after a full acceptance twice as many (up to draft_max).
-    bool adaptive = true;
-    AcceptRule rule = AcceptRule::Exact;  // tests only change it
-};
-
 struct GenerateOptions {
     int n_predict = -1;                       // most tokens to hand out; <= 0: no limit
     bool ignore_eos = false;                  // end-of-generation tokens are handed out like any other

@@ -6,12 +6,16 @@
 // A request is admitted only when blocks for its prompt plus n_predict can be promised, so a
 // running sequence never has to be preempted. Prefix blocks are shared read-only: the block holding
 // a prompt's last token is always the sequence's own, so nothing is ever copied on write.
+// Guesses never reach past a sequence's n_predict, so their blocks come out of its promise; the
+// blocks of rejected guesses go back to the pool and to the promise. A block is marked full (and
+// so never written again) only once every position in it is kept.
 #include "engine/scheduler.h"
 
 #include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
+#include <optional>
 
 #include "engine/session.h"
 #include "model/forward.h"
@@ -37,27 +41,38 @@ using Clock = std::chrono::steady_clock;
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 struct Seq {
-    Request req;
+    Request req;                   // its prompt moved to `toks`
     Sampler sampler;
+    int n_prompt_ = 0;
     int64_t order = 0;             // admission order: earlier prompts are prefilled first
+    // The prompt, then the generated tokens: the context a drafter reads. Once decoding, the last one
+    // is pending (sampled, not yet in the cache).
+    std::vector<int32_t> toks;
     std::vector<int> blocks;       // block table: the block of positions [i*bs, (i+1)*bs)
     std::vector<uint64_t> hashes;  // prefix hash of each full block of the prompt
     int n_shared = 0;              // leading blocks taken from the prefix cache
     int n_past = 0;                // positions whose K/V are in the cache
     int reserved = 0;              // blocks promised to this sequence, not yet taken
-    std::vector<int32_t> out;
+    int n_draft = 0;               // guesses to ask for next (adaptive)
+    Draft draft;                   // this step's guesses, read after the pending token
+    int target_evals = 0, rounds = 0, drafted = 0, accepted = 0;
     Clock::time_point t_admit, t_first;
 
-    Seq(Request r, int n_vocab) : req(std::move(r)), sampler(req.sampling, n_vocab) {}
-    int n_prompt() const { return int(req.prompt.size()); }
+    Seq(Request r, int n_vocab)
+        : req(std::move(r)), sampler(req.sampling, n_vocab), n_prompt_(int(req.prompt.size())), toks(std::move(req.prompt)) {}
+    int n_prompt() const { return n_prompt_; }
+    int n_out() const { return int(toks.size()) - n_prompt_; }
     bool prefilling() const { return n_past < n_prompt(); }
-    int32_t token_at(int p) const { return p < n_prompt() ? req.prompt[size_t(p)] : out[size_t(p - n_prompt())]; }
+    // Positions past the tokens are this step's guesses.
+    int32_t token_at(int p) const {
+        return p < int(toks.size()) ? toks[size_t(p)] : draft.tokens[size_t(p) - toks.size()];
+    }
 };
 
-// One sequence's part of a step: n tokens from position start.
+// One sequence's part of a step: n tokens from position start, the last n_logits of them producing
+// logits; of those, the last `guesses` tokens are guesses.
 struct Part {
-    int slot, start, n;
-    bool logits;
+    int slot, start, n, n_logits, guesses;
 };
 
 }  // namespace
@@ -80,12 +95,16 @@ struct Scheduler::Impl {
     std::map<std::pair<int, int>, Cached> graphs;
     int64_t graph_clock = 0;
     std::vector<float> logits;
+    BatchDrafter* drafter = nullptr;
+    SpeculativeParams sp;
+    DraftVerifier verifier;
+    std::vector<DraftJob> jobs;
 
     Impl(const Model& model, std::unique_ptr<Backend> backend, const SchedulerOptions& o, IsEog eog, int ctx,
          int64_t kv_tokens)
         : m(model), be(std::move(backend)), opt(o), is_eog(std::move(eog)), n_ctx(ctx), bs(kKVBlockSize),
           max_blocks((ctx + kKVBlockSize - 1) / kKVBlockSize),
-          pool(int((kv_tokens + kKVBlockSize - 1) / kKVBlockSize), kKVBlockSize) {
+          pool(int((kv_tokens + kKVBlockSize - 1) / kKVBlockSize), kKVBlockSize), verifier(model.hp.n_vocab) {
         kv.init(m, *be, pool.n_blocks(), bs, o.cache_type);
         slots.resize(size_t(o.n_parallel));
         stats.kv_blocks_total = pool.n_blocks();
@@ -150,7 +169,9 @@ struct Scheduler::Impl {
             grow(*s, s->n_past, P - s->n_past);
             s->order = n_admitted++;
             s->t_admit = Clock::now();
-            for (int32_t t : s->req.prompt) s->sampler.accept(t);
+            s->n_draft = sp.draft_max;
+            for (int32_t t : s->toks) s->sampler.accept(t);
+            if (drafter) drafter->start(int(slot), s->req.sampling);
             stats.prompt_tokens += P;
             stats.prompt_tokens_cached += s->n_past;
             queue.pop_front();
@@ -176,7 +197,7 @@ struct Scheduler::Impl {
                 reserved--;
             }
             s.blocks.push_back(id);
-            if (b < int(s.hashes.size())) pool.publish(id, s.hashes[size_t(b)], &s.req.prompt[size_t(b * bs)]);
+            if (b < int(s.hashes.size())) pool.publish(id, s.hashes[size_t(b)], &s.toks[size_t(b * bs)]);
         }
         stats.kv_blocks_used = pool.n_used();
         stats.kv_blocks_peak = std::max(stats.kv_blocks_peak, stats.kv_blocks_used);
@@ -187,8 +208,12 @@ struct Scheduler::Impl {
         Seq& s = *slots[slot];
         Finished f;
         f.id = s.req.id;
-        f.tokens = std::move(s.out);
+        f.tokens.assign(s.toks.begin() + s.n_prompt(), s.toks.end());
         f.reason = why;
+        f.target_evals = s.target_evals;
+        f.rounds = s.rounds;
+        f.drafted = s.drafted;
+        f.accepted = s.accepted;
         f.n_prompt = s.n_prompt();
         f.n_prompt_cached = s.n_shared * bs;
         const auto now = Clock::now();
@@ -200,7 +225,124 @@ struct Scheduler::Impl {
         reserved -= s.reserved;
         stats.kv_blocks_used = pool.n_used();
         slots[slot].reset();
+        if (drafter) drafter->finish(int(slot));
         return f;
+    }
+
+    // Blocks whose every position is kept are full: shareable, and never written again.
+    void mark_ready(const Seq& s) {
+        for (int b = 0; (b + 1) * bs <= s.n_past; b++) pool.set_ready(s.blocks[size_t(b)]);
+    }
+
+    // Forgets rejected guesses: blocks past the sequence's length go back to the pool and are promised
+    // to it again, so what admission sees as free is what it was before the guesses. Shared blocks all
+    // lie before the prompt's last token, which is never rolled back.
+    void release_tail(Seq& s) {
+        const int keep = blocks_for(s.n_past);
+        while (int(s.blocks.size()) > keep) {
+            if (int(s.blocks.size()) <= s.n_shared) fail("KV cache: rollback would release shared block ", s.blocks.back());
+            pool.unref(s.blocks.back());
+            s.blocks.pop_back();
+            s.reserved++;
+            reserved++;
+        }
+        stats.kv_blocks_used = pool.n_used();
+    }
+
+    // Asks the drafter for guesses to follow the pending token of each decoding sequence in `parts`:
+    // as many as the step's budget, the context, the sequence's token budget and its blocks allow.
+    void add_guesses(std::vector<Part>& parts, int& budget) {
+        jobs.clear();
+        std::vector<size_t> of_job;
+        int left = budget;
+        for (size_t i = 0; i < parts.size() && left > 0; i++) {
+            Seq& s = *slots[size_t(parts[i].slot)];
+            s.draft.clear();
+            // The cache must hold the pending token and the guesses; guesses past the token budget would
+            // be wasted (the step's own sampled token is the last one handed out).
+            const int n_max = std::min({s.n_draft, n_ctx - s.n_past - 1, s.req.n_predict - s.n_out() - 1, left});
+            if (n_max < std::max(1, sp.draft_min)) continue;
+            jobs.push_back({parts[i].slot, &s.toks, n_max, &s.draft});
+            of_job.push_back(i);
+            left -= n_max;
+        }
+        if (jobs.empty()) return;
+        const auto t0 = Clock::now();
+        drafter->draft(jobs);
+        stats.draft_s += seconds(t0, Clock::now());
+        const int V = m.hp.n_vocab;
+        for (size_t j = 0; j < jobs.size(); j++) {
+            Part& p = parts[of_job[j]];
+            Seq& s = *slots[size_t(p.slot)];
+            fit_draft(s.draft, jobs[j].n_max, sp.draft_min, V);
+            // A sequence admitted short of blocks guesses only into the blocks it can get.
+            if (!s.draft.tokens.empty() && !grow(s, s.n_past, 1 + int(s.draft.tokens.size())))
+                fit_draft(s.draft, int(s.blocks.size()) * bs - s.n_past - 1, sp.draft_min, V);
+            p.guesses = int(s.draft.tokens.size());
+            p.n = p.n_logits = 1 + p.guesses;
+            budget -= p.guesses;
+        }
+    }
+
+    // Hands a sampled or kept token to the sequence; returns why it ends with it, if it does.
+    std::optional<FinishReason> take(Seq& s, int32_t tok) {
+        if (!s.req.ignore_eos && is_eog(tok)) return FinishReason::Stop;
+        s.sampler.accept(tok);
+        s.toks.push_back(tok);
+        stats.gen_tokens++;
+        if (s.n_out() == s.req.n_predict) return FinishReason::Length;
+        return std::nullopt;
+    }
+
+    // After the pass: the part's tokens are in the cache; with logits, its sequence verifies its
+    // guesses in order (row j: the target's logits after the pending token and guesses < j), keeps
+    // those accepted plus one token sampled from the target (a replacement or a bonus), and forgets
+    // the rest.
+    void finish_part(const Part& p, const float* rows, std::vector<Finished>& done) {
+        Seq& s = *slots[size_t(p.slot)];
+        const int k = p.guesses;
+        s.n_past = p.start + p.n - k;
+        mark_ready(s);
+        if (p.n_logits == 0) return;
+        if (s.n_out() == 0) s.t_first = Clock::now();
+        if (s.n_out() >= s.req.n_predict) {  // n_predict <= 0: the prompt only
+            done.push_back(retire(size_t(p.slot), FinishReason::Length));
+            return;
+        }
+        const size_t V = size_t(m.hp.n_vocab);
+        if (p.start >= s.n_prompt()) {  // as the Generator counts: passes after the prompt's
+            s.target_evals++;
+            stats.target_evals++;
+        }
+        if (k > 0) {
+            s.rounds++;
+            s.drafted += k;
+            stats.rounds++;
+            stats.drafted += k;
+        }
+        std::optional<FinishReason> end;
+        int j = 0;
+        int32_t next = -1;
+        for (; j < k; j++) {
+            const Verdict v = check_guess(rows + size_t(j) * V, s.draft, size_t(j), s.sampler, verifier);
+            if (!v.accepted) {
+                next = v.token;
+                break;
+            }
+            s.accepted++;
+            stats.accepted++;
+            s.n_past++;  // its K/V, computed in this pass, are kept
+            if ((end = take(s, v.token))) break;
+        }
+        if (!end) {
+            if (j == k) next = s.sampler.sample(rows + size_t(k) * V);
+            end = take(s, next);
+            if (!end && s.n_past >= n_ctx) end = FinishReason::Context;
+        }
+        if (k > 0) s.n_draft = next_draft_length(sp, s.n_draft, k, j);
+        mark_ready(s);
+        if (end) done.push_back(retire(size_t(p.slot), *end));
+        else release_tail(s);
     }
 
     std::vector<Finished> step() {
@@ -218,10 +360,11 @@ struct Scheduler::Impl {
                 done.push_back(retire(size_t(slot), FinishReason::Context));
                 continue;
             }
-            parts.push_back({slot, s->n_past, 1, true});
+            parts.push_back({slot, s->n_past, 1, 1, 0});
             budget--;
         }
         rr = (rr + 1) % n_slots;
+        if (drafter && budget > 0) add_guesses(parts, budget);
         std::vector<int> prefill;
         for (int slot = 0; slot < n_slots; slot++)
             if (slots[size_t(slot)] && slots[size_t(slot)]->prefilling()) prefill.push_back(slot);
@@ -235,7 +378,7 @@ struct Scheduler::Impl {
                 done.push_back(retire(size_t(slot), FinishReason::Context));
                 continue;
             }
-            parts.push_back({slot, s.n_past, n, s.n_past + n == s.n_prompt()});
+            parts.push_back({slot, s.n_past, n, s.n_past + n == s.n_prompt() ? 1 : 0, 0});
             budget -= n;
         }
         if (parts.empty()) return done;
@@ -243,7 +386,7 @@ struct Scheduler::Impl {
         int T = 0, n_out = 0;
         for (const Part& p : parts) {
             T += p.n;
-            n_out += p.logits;
+            n_out += p.n_logits;
         }
         // A step with no sampling still needs a logits row to be a valid graph.
         ForwardGraph& fg = graph_for(T, std::max(n_out, 1));
@@ -259,7 +402,7 @@ struct Scheduler::Impl {
                 fg.seq_buf[size_t(row)] = p.slot;
                 fg.rows_buf[size_t(row)] = block * bs + pos % bs;
             }
-            if (p.logits) fg.out_buf[size_t(o++)] = row - 1;
+            for (int i = p.n - p.n_logits; i < p.n; i++) fg.out_buf[size_t(o++)] = row - p.n + i;
             std::copy(s.blocks.begin(), s.blocks.end(), fg.table_buf.begin() + int64_t(p.slot) * max_blocks);
         }
         if (n_out == 0) fg.out_buf[0] = T - 1;
@@ -273,26 +416,8 @@ struct Scheduler::Impl {
 
         o = 0;
         for (const Part& p : parts) {
-            Seq& s = *slots[size_t(p.slot)];
-            s.n_past += p.n;
-            for (int b = 0; (b + 1) * bs <= s.n_past; b++) pool.set_ready(s.blocks[size_t(b)]);
-            if (!p.logits) continue;
-            const float* l = logits.data() + size_t(o++) * V;
-            if (s.out.empty()) s.t_first = Clock::now();
-            if (int(s.out.size()) >= s.req.n_predict) {  // n_predict <= 0: the prompt only
-                done.push_back(retire(size_t(p.slot), FinishReason::Length));
-                continue;
-            }
-            const int32_t next = s.sampler.sample(l);
-            if (!s.req.ignore_eos && is_eog(next)) {
-                done.push_back(retire(size_t(p.slot), FinishReason::Stop));
-                continue;
-            }
-            s.sampler.accept(next);
-            s.out.push_back(next);
-            stats.gen_tokens++;
-            if (int(s.out.size()) == s.req.n_predict) done.push_back(retire(size_t(p.slot), FinishReason::Length));
-            else if (s.n_past >= n_ctx) done.push_back(retire(size_t(p.slot), FinishReason::Context));
+            finish_part(p, logits.data() + size_t(o) * V, done);
+            o += p.n_logits;
         }
         return done;
     }
@@ -321,6 +446,13 @@ void Scheduler::submit(Request r) {
         fail("request ", r.id, ": the prompt has ", r.prompt.size(), " tokens, the KV pool holds ",
              int64_t(impl_->pool.n_blocks()) * impl_->bs);
     impl_->queue.push_back(std::move(r));
+}
+
+void Scheduler::set_drafter(BatchDrafter* drafter, const SpeculativeParams& p) {
+    if (drafter) check_speculative_params(p);
+    impl_->drafter = drafter;
+    impl_->sp = p;
+    impl_->verifier = DraftVerifier(impl_->m.hp.n_vocab, p.rule);
 }
 
 std::vector<Finished> Scheduler::step() { return impl_->step(); }

@@ -7,12 +7,17 @@
 // The KV cache is paged: fixed-size blocks, a block table per sequence, and full prefix blocks
 // shared between sequences (reference counted) so K samples of one prompt, or prompts with one
 // system prompt, store the common prefix once.
+// With a drafter (prompt lookup, a draft model) a decoding sequence may carry guesses: its pending
+// token and k guesses go into the same forward pass as everyone else's tokens (logits for all k+1),
+// the sequence's own sampler verifies them as the Generator does (speculative.h), and its KV cache is
+// rolled back past the first rejected guess, the blocks past its new length going back to the pool.
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
 
+#include "engine/speculative.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
 #include "tensor/backend.h"
@@ -46,6 +51,9 @@ struct Finished {
     int n_prompt = 0;
     int n_prompt_cached = 0;         // prompt tokens found in shared prefix blocks (not recomputed)
     double prompt_s = 0, gen_s = 0;  // wall time from admission to first token, and after it
+    // Speculation: forward passes that read its pending token (the first token comes from the
+    // prompt's pass), of those the ones with guesses, guesses verified and kept.
+    int target_evals = 0, rounds = 0, drafted = 0, accepted = 0;
 };
 
 struct SchedulerStats {
@@ -54,6 +62,9 @@ struct SchedulerStats {
     int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_peak = 0;
     int block_size = 0;                // tokens per KV block
     int64_t kv_bytes_per_block = 0;    // all layers, K and V
+    // Speculation, summed over the sequences (see Finished); draft_s: time spent drafting.
+    int64_t target_evals = 0, rounds = 0, drafted = 0, accepted = 0;
+    double draft_s = 0;
 };
 
 class Scheduler {
@@ -64,6 +75,9 @@ public:
     // Queues a request (validated here: empty prompts, ids outside the vocabulary and prompts
     // longer than n_ctx are lumen::Error).
     void submit(Request r);
+    // Guesses for every decoding sequence from `drafter` (nullptr: none), which must outlive the
+    // scheduler's use of it. Guesses count against n_batch after each sequence's pending token.
+    void set_drafter(BatchDrafter* drafter, const SpeculativeParams& p);
     // One forward pass; returns the sequences that finished in it.
     std::vector<Finished> step();
     bool idle() const;

@@ -6,6 +6,36 @@
 
 namespace lumen {
 
+void check_speculative_params(const SpeculativeParams& p) {
+    if (p.draft_max < 1) fail("--draft-max ", p.draft_max, ": must be at least 1");
+    if (p.draft_min < 0 || p.draft_min > p.draft_max)
+        fail("--draft-min ", p.draft_min, ": must be between 0 and --draft-max (", p.draft_max, ")");
+}
+
+void fit_draft(Draft& d, int n_max, int draft_min, int n_vocab) {
+    size_t k = 0;
+    while (k < d.tokens.size() && int(k) < n_max && d.tokens[k] >= 0 && d.tokens[k] < n_vocab) k++;
+    if (!d.dists.empty() && d.dists.size() < k) k = d.dists.size();
+    if (int(k) < draft_min) k = 0;
+    d.tokens.resize(k);
+    if (!d.dists.empty()) d.dists.resize(k);
+}
+
+int next_draft_length(const SpeculativeParams& p, int n_draft, int drafted, int accepted) {
+    if (!p.adaptive) return n_draft;
+    n_draft = accepted == drafted ? std::min(p.draft_max, std::max(n_draft, 2 * drafted)) : accepted + 1;
+    return std::max({n_draft, p.draft_min, 1});
+}
+
+Verdict check_guess(const float* logits, const Draft& d, size_t j, Sampler& sampler, DraftVerifier& v) {
+    const int32_t x = d.tokens[j];
+    if (sampler.greedy()) {
+        const int32_t y = sampler.sample(logits);
+        return {y == x, y};
+    }
+    return v.verify(sampler.distribution(logits), x, d.dists.empty() ? nullptr : &d.dists[j], sampler);
+}
+
 DraftVerifier::DraftVerifier(int n_vocab, AcceptRule rule) : rule_(rule), q_(size_t(std::max(n_vocab, 1)), 0.0f) {}
 
 Verdict DraftVerifier::verify(const TokenDist& p, int32_t x, const TokenDist* q, Sampler& rng) {
