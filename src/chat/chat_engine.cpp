@@ -47,7 +47,7 @@ bool ChatEngine::reply_opens_in_reasoning(const std::string& user_text) const {
     return end != std::string::npos && end + 1 >= open.size() && text.compare(end + 1 - open.size(), open.size(), open) == 0;
 }
 
-const std::vector<float>& ChatEngine::sync_cache(const std::vector<int32_t>& tokens) {
+void ChatEngine::sync_cache(const std::vector<int32_t>& tokens) {
     if (tokens.empty()) fail("nothing to evaluate");
     size_t keep = opt_.kv_reuse ? common_prefix(cached_, tokens) : 0;
     if (keep == tokens.size()) keep--;  // evaluate at least the last token to get its logits
@@ -55,10 +55,9 @@ const std::vector<float>& ChatEngine::sync_cache(const std::vector<int32_t>& tok
     cached_.resize(keep);
     const std::vector<int32_t> rest(tokens.begin() + long(keep), tokens.end());
     try {
-        const std::vector<float>& logits = session_.eval(rest);
+        session_.decode(rest);
         cached_ = tokens;
         last_.evaluated += int(rest.size());
-        return logits;
     } catch (...) {
         session_.truncate(std::min(session_.n_past(), int(keep)));  // keep the cache and cached_ in step
         throw;
@@ -108,7 +107,7 @@ void ChatEngine::generate(const std::vector<int32_t>& prompt, const TextSink& on
     for (int32_t t : prompt) sampler.accept(t);
 
     auto t0 = Clock::now();
-    const float* logits = sync_cache(prompt).data();
+    sync_cache(prompt);
     last_.prompt_s = seconds_since(t0);
 
     auto t1 = Clock::now();
@@ -122,7 +121,7 @@ void ChatEngine::generate(const std::vector<int32_t>& prompt, const TextSink& on
     };
     // The cache is full and the last token still has to be read: forget old exchanges (keeping a
     // quarter of the context free if possible) and re-read the shortened prompt plus the reply so far.
-    auto make_room = [&](std::vector<int32_t>& context) -> const float* {
+    auto make_room = [&](std::vector<int32_t>& context) -> OutputRows* {
         if (!opt_.context_shift) return nullptr;
         size_t n = forget_for(gen.size(), std::max(1, n_ctx / 4));
         if (n == kCannotFit) n = forget_for(gen.size(), 1);
@@ -135,9 +134,9 @@ void ChatEngine::generate(const std::vector<int32_t>& prompt, const TextSink& on
         all.insert(all.end(), gen.begin(), gen.end());
         cached_ = context;
         cached_.pop_back();  // what the cache holds now
-        const float* l = sync_cache(all).data();
+        sync_cache(all);
         context = all;
-        return l;
+        return &session_;
     };
 
     Generator g(session_, sampler, [this](int32_t t) { return tok_.is_eog(t); });
@@ -149,7 +148,7 @@ void ChatEngine::generate(const std::vector<int32_t>& prompt, const TextSink& on
     GenerateEnd end;
     try {
         end = g.run(
-            context, logits, go,
+            context, session_, go,
             [&](int32_t t) {
                 gen.push_back(t);
                 say(utf8.push(tok_.piece(t)));

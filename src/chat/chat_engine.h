@@ -85,8 +85,9 @@ private:
     // Reads the prompt, samples and streams the reply, and adds it to the conversation.
     void generate(const std::vector<int32_t>& prompt, const TextSink& on_text, const NoticeSink& on_notice,
                   const std::atomic<bool>* stop);
-    // Makes the cache hold exactly `tokens` (reusing its common prefix) and returns the last logits.
-    const std::vector<float>& sync_cache(const std::vector<int32_t>& tokens);
+    // Makes the cache hold exactly `tokens` (reusing its common prefix); the session's outputs are
+    // then those after the last token.
+    void sync_cache(const std::vector<int32_t>& tokens);
     // Forgets whole exchanges before the current user message so that the prompt plus `tail` tokens
     // fits with `room` to spare; returns how many messages went (0 if none could).
     size_t forget_for(size_t tail, int room);

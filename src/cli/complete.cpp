@@ -50,7 +50,7 @@ void run(Opts& o) {
 
     using clock = std::chrono::steady_clock;
     auto t0 = clock::now();
-    const std::vector<float>& logits = session->eval(ids);
+    session->decode(ids);
     auto t1 = clock::now();
     Generator gen(*session, sampler, [&tok](int32_t t) { return tok.is_eog(t); });
     gen.set_drafter(spec.get(), spec.params);
@@ -59,7 +59,7 @@ void run(Opts& o) {
     go.ignore_eos = o.ignore_eos;
     std::vector<int32_t> context = ids;
     if (n_predict > 0) {
-        gen.run(context, logits.data(), go, [&](int32_t t) {
+        gen.run(context, *session, go, [&](int32_t t) {
             std::string text = out.push(tok.piece(t));
             std::fwrite(text.data(), 1, text.size(), stdout);
             std::fflush(stdout);

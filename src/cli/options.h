@@ -26,7 +26,7 @@ void add_sampling_options(CLI::App* cmd, SamplingParams& p);
 // Loads the model (the only place that prints load progress) and opens a session on it; n_top:
 // sampling candidates per output row (SessionOptions::n_top), 0 where nothing samples.
 std::unique_ptr<Model> load_model(const RunOptions& o);
-std::unique_ptr<Session> open_session(const Model& m, const RunOptions& o, int n_top = 64);
+std::unique_ptr<Session> open_session(const Model& m, const RunOptions& o, int n_top = kSampleCandidates);
 
 // Reads a whole file; errors name the flag and the file.
 std::string read_file(const std::string& path, const char* flag);

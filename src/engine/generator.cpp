@@ -22,7 +22,7 @@ void Generator::set_drafter(Drafter* drafter, const SpeculativeParams& p) {
     verifier_ = DraftVerifier(s_.model().hp.n_vocab, p.rule);
 }
 
-GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, const GenerateOptions& o,
+GenerateEnd Generator::run(std::vector<int32_t>& context, OutputRows& first, const GenerateOptions& o,
                            const TokenSink& on_token, const MakeRoom& make_room) {
     if (int(context.size()) != s_.n_past())
         fail("generator: the context has ", context.size(), " tokens, the cache ", s_.n_past());
@@ -45,18 +45,18 @@ GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, c
         return true;
     };
 
-    int32_t t = sampler_.sample(logits);  // the pending token: handed out next, then read
+    int32_t t = sampler_.sample(first, 0);  // the pending token: handed out next, then read
     for (;;) {
         if (!emit(t)) break;
         if (s_.n_past() >= n_ctx) {
-            const float* l = nullptr;
+            OutputRows* out = nullptr;
             if (make_room) {
                 context.push_back(t);
-                l = make_room(context);
-                if (!l) context.pop_back();
+                out = make_room(context);
+                if (!out) context.pop_back();
             }
-            if (!l) { end = GenerateEnd::ContextFull; break; }
-            t = sampler_.sample(l);
+            if (!out) { end = GenerateEnd::ContextFull; break; }
+            t = sampler_.sample(*out, 0);
             continue;
         }
 
@@ -77,24 +77,23 @@ GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, c
 
         batch_.assign(1, t);
         batch_.insert(batch_.end(), draft_.tokens.begin(), draft_.tokens.end());
-        const std::vector<float>& rows = s_.eval(batch_, k > 0);
+        s_.decode(batch_, k > 0);  // row j: the target's outputs after t and guesses < j
         stats_.target_evals++;
         context.push_back(t);
         if (k == 0) {
-            t = sampler_.sample(rows.data());
+            t = sampler_.sample(s_, 0);
             continue;
         }
 
-        // Verify the guesses in order; row j holds the target's logits after t and guesses < j.
+        // Verify the guesses in order.
         stats_.rounds++;
         stats_.drafted += k;
         int j = 0;
         bool done = false;
         int32_t next = -1;
         for (; j < k; j++) {
-            const float* row = rows.data() + size_t(j) * size_t(V);
             const int32_t x = draft_.tokens[size_t(j)];
-            const Verdict v = check_guess(row, draft_, size_t(j), sampler_, verifier_);
+            const Verdict v = check_guess(s_, j, draft_, size_t(j), sampler_, verifier_);
             if (!v.accepted) { next = v.token; break; }
             stats_.accepted++;
             if (!emit(x)) {
@@ -104,7 +103,7 @@ GenerateEnd Generator::run(std::vector<int32_t>& context, const float* logits, c
             }
             context.push_back(x);
         }
-        if (!done && j == k) next = sampler_.sample(rows.data() + size_t(k) * size_t(V));  // the bonus token
+        if (!done && j == k) next = sampler_.sample(s_, k);  // the bonus token
         s_.truncate(int(context.size()));  // forget the rejected guesses
         n_draft = next_draft_length(sp_, n_draft, k, j);
         if (done) break;

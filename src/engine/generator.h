@@ -45,19 +45,19 @@ public:
     using TokenSink = std::function<void(int32_t)>;
     // Called when the cache is full and the last token handed out still has to be read. `context`
     // (what the cache should hold, that token included) may be shortened in front; the hook makes
-    // the session hold exactly the new context and returns the logits after its last token, or
-    // returns nullptr, leaving everything as it was, when it cannot make room.
-    using MakeRoom = std::function<const float*(std::vector<int32_t>& context)>;
+    // the session hold exactly the new context and returns the outputs whose row 0 follows its last
+    // token, or returns nullptr, leaving everything as it was, when it cannot make room.
+    using MakeRoom = std::function<OutputRows*(std::vector<int32_t>& context)>;
 
     Generator(Session& target, Sampler& sampler, IsEog is_eog);
     // Guesses come from `drafter` (nullptr: plain decoding). The drafter must outlive run().
     void set_drafter(Drafter* drafter, const SpeculativeParams& p);
 
     // `context`: the tokens the session's cache holds (n_past() of them, the prompt's accepted by the
-    // sampler already); `logits`: the logits after its last token. Hands each new token to on_token.
-    // On return `context` is again what the cache holds: the prompt and the tokens handed out,
-    // except possibly the last one.
-    GenerateEnd run(std::vector<int32_t>& context, const float* logits, const GenerateOptions& o,
+    // sampler already); row 0 of `first`: the outputs after its last token (usually the session's
+    // own, after decode()). Hands each new token to on_token. On return `context` is again what the
+    // cache holds: the prompt and the tokens handed out, except possibly the last one.
+    GenerateEnd run(std::vector<int32_t>& context, OutputRows& first, const GenerateOptions& o,
                     const TokenSink& on_token, const MakeRoom& make_room = nullptr);
     const GenerateStats& stats() const { return stats_; }
 

@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 
+#include "engine/pass_outputs.h"
 #include "engine/session.h"
 #include "model/forward.h"
 #include "model/kv_blocks.h"
@@ -94,7 +95,7 @@ struct Scheduler::Impl {
     struct Cached { std::unique_ptr<ForwardGraph> fg; int64_t used = 0; };
     std::map<std::pair<int, int>, Cached> graphs;
     int64_t graph_clock = 0;
-    std::vector<float> logits;
+    PassOutputs outputs;  // the last step's rows, read when sampled
     BatchDrafter* drafter = nullptr;
     SpeculativeParams sp;
     DraftVerifier verifier;
@@ -128,7 +129,7 @@ struct Scheduler::Impl {
             be->release(old->second.fg->g);
             graphs.erase(old);
         }
-        c.fg = build_forward(m, kv, n_tokens, n_out, int(slots.size()), max_blocks);
+        c.fg = build_forward(m, kv, n_tokens, n_out, int(slots.size()), max_blocks, kSampleCandidates);
         be->prepare(c.fg->g);
         return *c.fg;
     }
@@ -298,7 +299,7 @@ struct Scheduler::Impl {
     // guesses in order (row j: the target's logits after the pending token and guesses < j), keeps
     // those accepted plus one token sampled from the target (a replacement or a bonus), and forgets
     // the rest.
-    void finish_part(const Part& p, const float* rows, std::vector<Finished>& done) {
+    void finish_part(const Part& p, int first_row, std::vector<Finished>& done) {
         Seq& s = *slots[size_t(p.slot)];
         const int k = p.guesses;
         s.n_past = p.start + p.n - k;
@@ -309,7 +310,6 @@ struct Scheduler::Impl {
             done.push_back(retire(size_t(p.slot), FinishReason::Length));
             return;
         }
-        const size_t V = size_t(m.hp.n_vocab);
         if (p.start >= s.n_prompt()) {  // as the Generator counts: passes after the prompt's
             s.target_evals++;
             stats.target_evals++;
@@ -324,7 +324,7 @@ struct Scheduler::Impl {
         int j = 0;
         int32_t next = -1;
         for (; j < k; j++) {
-            const Verdict v = check_guess(rows + size_t(j) * V, s.draft, size_t(j), s.sampler, verifier);
+            const Verdict v = check_guess(outputs, first_row + j, s.draft, size_t(j), s.sampler, verifier);
             if (!v.accepted) {
                 next = v.token;
                 break;
@@ -335,7 +335,7 @@ struct Scheduler::Impl {
             if ((end = take(s, v.token))) break;
         }
         if (!end) {
-            if (j == k) next = s.sampler.sample(rows + size_t(k) * V);
+            if (j == k) next = s.sampler.sample(outputs, first_row + k);
             end = take(s, next);
             if (!end && s.n_past >= n_ctx) end = FinishReason::Context;
         }
@@ -408,15 +408,10 @@ struct Scheduler::Impl {
         if (n_out == 0) fg.out_buf[0] = T - 1;
         be->compute(fg.g);
         stats.steps++;
-        const size_t V = size_t(m.hp.n_vocab);
-        if (n_out > 0) {
-            logits.resize(size_t(n_out) * V);
-            be->read(fg.logits, logits.data(), logits.size() * sizeof(float));
-        }
-
+        outputs.reset(*be, fg, m.hp.n_vocab);
         o = 0;
         for (const Part& p : parts) {
-            finish_part(p, logits.data() + size_t(o) * V, done);
+            finish_part(p, o, done);
             o += p.n_logits;
         }
         return done;

@@ -46,78 +46,52 @@ void Session::decode(const std::vector<int32_t>& tokens, bool all_outputs) {
     const int V = m_.hp.n_vocab;
     for (int32_t t : tokens)
         if (t < 0 || t >= V) fail("token id ", t, " is outside the vocabulary (", V, ")");
-    n_rows_ = all_outputs ? n : 1;
-    logits_ready_ = top_ready_ = false;
-    last_ = nullptr;
+    chunks_.clear();
+    chunk_rows_ = all_outputs ? opt_.n_batch : 0;
     for (int start = 0; start < n; start += opt_.n_batch) {
         const int len = std::min(opt_.n_batch, n - start);
-        const int n_out = all_outputs ? len : 1;
-        ForwardGraph& fg = graph_for(len, n_out);
-        for (int i = 0; i < len; i++) {
-            fg.tokens_buf[size_t(i)] = tokens[size_t(start + i)];
-            fg.pos_buf[size_t(i)] = fg.rows_buf[size_t(i)] = n_past_ + i;
+        const bool last = start + len == n;
+        if (!all_outputs && !last) {  // only the last token's outputs are wanted
+            run_chunk(tokens, start, len, 1);
+            continue;
         }
-        if (n_out == 1) fg.out_buf[0] = len - 1;
-        else for (int i = 0; i < n_out; i++) fg.out_buf[size_t(i)] = i;
-        be_->compute(fg.g);
-        n_past_ += len;
-        if (start + len < n) {
-            // The next chunk reuses or replaces this graph: keep what later rows will be asked for.
-            if (all_outputs) {
-                read_logits(fg, start);
-                read_top(fg, start);
-            }
-        } else {
-            last_ = &fg;
-            last_first_ = all_outputs ? start : 0;
-        }
+        ForwardGraph& fg = run_chunk(tokens, start, len, all_outputs ? len : 1);
+        chunks_.emplace_back();
+        chunks_.back().reset(*be_, fg, V);
+        if (!last) chunks_.back().fetch();  // the next chunk may run the same graph
     }
 }
 
-void Session::read_logits(ForwardGraph& fg, int first_row) {
-    const size_t V = size_t(m_.hp.n_vocab);
-    logits_.resize(size_t(n_rows_) * V);
-    be_->read(fg.logits, logits_.data() + size_t(first_row) * V, size_t(fg.n_out) * V * sizeof(float));
+ForwardGraph& Session::run_chunk(const std::vector<int32_t>& tokens, int start, int len, int n_out) {
+    ForwardGraph& fg = graph_for(len, n_out);
+    for (int i = 0; i < len; i++) {
+        fg.tokens_buf[size_t(i)] = tokens[size_t(start + i)];
+        fg.pos_buf[size_t(i)] = fg.rows_buf[size_t(i)] = n_past_ + i;
+    }
+    if (n_out == 1) fg.out_buf[0] = len - 1;
+    else for (int i = 0; i < n_out; i++) fg.out_buf[size_t(i)] = i;
+    be_->compute(fg.g);
+    n_past_ += len;
+    return fg;
 }
 
-void Session::read_top(ForwardGraph& fg, int first_row) {
-    if (!fg.top) return;
-    const size_t k = size_t(fg.top->ne[0] / 2);
-    std::vector<int32_t> raw(size_t(fg.n_out) * 2 * k);
-    be_->read(fg.top, raw.data(), raw.size() * sizeof(int32_t));
-    top_ids_.resize(size_t(n_rows_) * k);
-    top_logits_.resize(size_t(n_rows_) * k);
-    for (size_t r = 0; r < size_t(fg.n_out); r++) {
-        std::memcpy(&top_ids_[(size_t(first_row) + r) * k], &raw[r * 2 * k], k * 4);
-        std::memcpy(&top_logits_[(size_t(first_row) + r) * k], &raw[r * 2 * k + k], k * 4);
-    }
+PassOutputs& Session::chunk_of(int& row) {
+    if (chunks_.empty()) fail("session: no outputs to read (decode first)");
+    const size_t c = chunk_rows_ > 0 ? size_t(std::max(row, 0) / chunk_rows_) : 0;
+    if (c >= chunks_.size()) fail("session: output row ", row, " out of range");
+    row -= int(c) * chunk_rows_;
+    return chunks_[c];
 }
 
-const float* Session::logits(int row) {
-    if (!last_) fail("session: no outputs to read (decode first)");
-    if (row < 0 || row >= n_rows_) fail("session: output row ", row, " of ", n_rows_);
-    if (!logits_ready_) {
-        read_logits(*last_, last_first_);
-        logits_ready_ = true;
-    }
-    return logits_.data() + size_t(row) * size_t(m_.hp.n_vocab);
-}
+const float* Session::logits(int row) { return chunk_of(row).logits(row); }
 
-Candidates Session::candidates(int row) {
-    if (!last_) fail("session: no outputs to read (decode first)");
-    if (row < 0 || row >= n_rows_) fail("session: output row ", row, " of ", n_rows_);
-    if (!last_->top) return {};
-    if (!top_ready_) {
-        read_top(*last_, last_first_);
-        top_ready_ = true;
-    }
-    const size_t k = size_t(last_->top->ne[0] / 2);
-    return {&top_ids_[size_t(row) * k], &top_logits_[size_t(row) * k], int(k)};
-}
+Candidates Session::candidates(int row) { return chunk_of(row).candidates(row); }
 
 const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, bool all_logits) {
     decode(tokens, all_logits);
-    logits(0);
+    if (chunks_.size() == 1) return chunks_[0].all_logits();
+    logits_.clear();
+    for (PassOutputs& c : chunks_) logits_.insert(logits_.end(), c.all_logits().begin(), c.all_logits().end());
     return logits_;
 }
 

@@ -9,21 +9,26 @@
 
 #include "model/forward.h"
 #include "model/kv_cache.h"
+#include "engine/pass_outputs.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
 #include "tensor/backend.h"
 
 namespace lumen {
 
+// Candidates per output row a sampler gets from the graph (Graph::top_k): enough for llama.cpp's
+// default top-k of 40 and the common 50 and 64.
+constexpr int kSampleCandidates = 64;
+
 struct SessionOptions {
     int n_ctx = 0;        // 0: the model's training context, capped at 4096
     int n_batch = 512;    // tokens per forward pass when reading a prompt
     int n_threads = 0;    // CPU threads; 0: all cores
     DType cache_type = DType::F16;
-    int n_top = 64;       // candidates per output row for the sampler (see Candidates); 0: none
+    int n_top = kSampleCandidates;  // candidates per output row for the sampler; 0: none
 };
 
-class Session {
+class Session final : public OutputRows {
 public:
     Session(const Model& m, std::unique_ptr<Backend> backend, const SessionOptions& o);
     // Feeds tokens after the ones already in the cache. Its outputs — for the last token, or for
@@ -31,8 +36,8 @@ public:
     // full logits, candidates(i) only their n_top largest (a few hundred bytes instead of the
     // vocabulary, which is what a GPU should hand back per token).
     void decode(const std::vector<int32_t>& tokens, bool all_outputs = false);
-    const float* logits(int row);
-    Candidates candidates(int row);  // k = 0 when the session keeps none
+    const float* logits(int row) override;
+    Candidates candidates(int row) override;  // k = 0 when the session keeps none
     // decode() and every row's logits (n_tokens x n_vocab, row-major, or one row).
     const std::vector<float>& eval(const std::vector<int32_t>& tokens, bool all_logits = false);
     int n_past() const { return n_past_; }
@@ -44,6 +49,8 @@ public:
 
 private:
     ForwardGraph& graph_for(int n_tokens, int n_out);
+    ForwardGraph& run_chunk(const std::vector<int32_t>& tokens, int start, int len, int n_out);
+    PassOutputs& chunk_of(int& row);  // the chunk holding output row `row`; row becomes its index there
     const Model& m_;
     std::unique_ptr<Backend> be_;
     KVCache kv_;
@@ -51,15 +58,11 @@ private:
     int n_ctx_ = 0;
     int n_past_ = 0;
     std::map<std::pair<int, int>, std::unique_ptr<ForwardGraph>> graphs_;
-    // Outputs of the last decode(): rows before last_first_ were read while decoding (earlier
-    // chunks); the last chunk's rows are read from last_ when first asked for.
-    void read_logits(ForwardGraph& fg, int first_row);
-    void read_top(ForwardGraph& fg, int first_row);
-    ForwardGraph* last_ = nullptr;
-    int last_first_ = 0, n_rows_ = 0;
-    bool logits_ready_ = false, top_ready_ = false;
-    std::vector<float> logits_, top_logits_;
-    std::vector<int32_t> top_ids_;
+    // The last decode()'s outputs, one PassOutputs per chunk of n_batch tokens (earlier chunks read
+    // at once, as their graph may run again; the last one when asked for).
+    std::vector<PassOutputs> chunks_;
+    int chunk_rows_ = 0;  // rows per chunk but the last
+    std::vector<float> logits_;  // eval()'s rows
 };
 
 // The model's context length capped at 4096 when the user gives none.

@@ -27,13 +27,13 @@ int next_draft_length(const SpeculativeParams& p, int n_draft, int drafted, int 
     return std::max({n_draft, p.draft_min, 1});
 }
 
-Verdict check_guess(const float* logits, const Draft& d, size_t j, Sampler& sampler, DraftVerifier& v) {
+Verdict check_guess(OutputRows& out, int row, const Draft& d, size_t j, Sampler& sampler, DraftVerifier& v) {
     const int32_t x = d.tokens[j];
     if (sampler.greedy()) {
-        const int32_t y = sampler.sample(logits);
+        const int32_t y = sampler.sample(out, row);
         return {y == x, y};
     }
-    return v.verify(sampler.distribution(logits), x, d.dists.empty() ? nullptr : &d.dists[j], sampler);
+    return v.verify(sampler.distribution(out, row), x, d.dists.empty() ? nullptr : &d.dists[j], sampler);
 }
 
 DraftVerifier::DraftVerifier(int n_vocab, AcceptRule rule) : rule_(rule), q_(size_t(std::max(n_vocab, 1)), 0.0f) {}

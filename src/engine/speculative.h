@@ -115,6 +115,6 @@ private:
 
 // Verifies guess j of `d` against the target's logits at its position with the sequence's own sampler:
 // greedy samplers keep it when it is their choice, others apply the rule.
-Verdict check_guess(const float* logits, const Draft& d, size_t j, Sampler& sampler, DraftVerifier& v);
+Verdict check_guess(OutputRows& out, int row, const Draft& d, size_t j, Sampler& sampler, DraftVerifier& v);
 
 }  // namespace lumen

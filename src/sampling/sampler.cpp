@@ -112,6 +112,16 @@ const TokenDist& Sampler::distribution(const Candidates& c) {
     return finish(cand_.size());
 }
 
+int32_t Sampler::sample(OutputRows& out, int row) {
+    const Candidates c = out.candidates(row);
+    return exact_from(c.k) ? sample(c) : sample(out.logits(row));
+}
+
+const TokenDist& Sampler::distribution(OutputRows& out, int row) {
+    const Candidates c = out.candidates(row);
+    return exact_from(c.k) ? distribution(c) : distribution(out.logits(row));
+}
+
 // top-k (a partial sort), softmax, top-p, min-p, temperature over the first n of cand_.
 const TokenDist& Sampler::finish(size_t n) {
     auto by_logit = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };

@@ -41,6 +41,29 @@ struct Candidates {
     int k = 0;
 };
 
+// Where a sampler reads the output rows of a forward pass: each row's k largest logits (cheap to hand
+// back from a GPU) and, only when the chain needs them, all of its logits.
+class OutputRows {
+public:
+    virtual Candidates candidates(int row) = 0;  // k = 0: none kept
+    virtual const float* logits(int row) = 0;
+
+protected:
+    ~OutputRows() = default;
+};
+
+// Rows already in memory, n_vocab floats each (no candidates).
+class DenseRows final : public OutputRows {
+public:
+    DenseRows(const float* rows, int n_vocab) : rows_(rows), n_vocab_(n_vocab) {}
+    Candidates candidates(int) override { return {}; }
+    const float* logits(int row) override { return rows_ + size_t(row) * size_t(n_vocab_); }
+
+private:
+    const float* rows_;
+    int n_vocab_;
+};
+
 class Sampler {
 public:
     Sampler(const SamplingParams& p, int n_vocab);
@@ -54,6 +77,9 @@ public:
     bool exact_from(int k) const;
     int32_t sample(const Candidates& c);
     const TokenDist& distribution(const Candidates& c);
+    // Row `row` of a forward pass's outputs: from its candidates when they suffice, else its logits.
+    int32_t sample(OutputRows& out, int row);
+    const TokenDist& distribution(OutputRows& out, int row);
     // A random draw from a distribution (one uniform number from this sampler's generator).
     int32_t draw(const TokenDist& d);
     // A uniform number in [0, 1) from this sampler's generator.

@@ -137,5 +137,6 @@ TEST_CASE("session: candidates are the top of each output row, across prompt chu
     const std::vector<float> all = s.eval(prompt, true);
     s.truncate(0);
     s.decode(prompt, true);
-    CHECK(std::equal(all.begin(), all.end(), s.logits(0)));
+    REQUIRE(all.size() == prompt.size() * size_t(V));
+    for (int r = 0; r < int(prompt.size()); r++) CHECK(std::equal(all.begin() + r * V, all.begin() + (r + 1) * V, s.logits(r)));
 }

@@ -166,7 +166,7 @@ RunResult generate(Session& s, const std::vector<int32_t>& prompt, const Samplin
     s.truncate(0);
     Sampler sampler(sp, s.model().hp.n_vocab);
     for (int32_t t : prompt) sampler.accept(t);
-    const float* logits = s.eval(prompt).data();
+    s.decode(prompt);
     Generator g(s, sampler, [](int32_t t) { return t == 2; });
     g.set_drafter(d, spp);
     GenerateOptions o;
@@ -174,7 +174,7 @@ RunResult generate(Session& s, const std::vector<int32_t>& prompt, const Samplin
     o.ignore_eos = ignore_eos;
     RunResult r;
     std::vector<int32_t> context = prompt;
-    r.end = g.run(context, logits, o, [&](int32_t t) { r.tokens.push_back(t); });
+    r.end = g.run(context, s, o, [&](int32_t t) { r.tokens.push_back(t); });
     r.stats = g.stats();
     CHECK(int(context.size()) == s.n_past());
     return r;
@@ -420,11 +420,11 @@ TEST_CASE("spec: generation stops at the budget, at end of generation and on the
         s->truncate(0);
         SamplingParams sp = greedy_params();
         Sampler sampler(sp, tm.n_vocab());
-        const float* logits = s->eval(prompt).data();
+        s->decode(prompt);
         Generator g(*s, sampler, [eog](int32_t t) { return t == eog; });
         g.set_drafter(&same, spp);
         std::vector<int32_t> context = prompt, out;
-        const GenerateEnd e = g.run(context, logits, GenerateOptions{}, [&](int32_t t) { out.push_back(t); });
+        const GenerateEnd e = g.run(context, *s, GenerateOptions{}, [&](int32_t t) { out.push_back(t); });
         CHECK(e == GenerateEnd::EndOfGeneration);
         CHECK(out == std::vector<int32_t>(plain.tokens.begin(), plain.tokens.begin() + long(first)));
         CHECK(int(context.size()) == s->n_past());
@@ -433,14 +433,14 @@ TEST_CASE("spec: generation stops at the budget, at end of generation and on the
     {
         s->truncate(0);
         Sampler sampler(greedy_params(), tm.n_vocab());
-        const float* logits = s->eval(prompt).data();
+        s->decode(prompt);
         Generator g(*s, sampler, [](int32_t) { return false; });
         g.set_drafter(&same, spp);
         std::atomic<bool> stop{false};
         GenerateOptions o;
         o.stop = &stop;
         std::vector<int32_t> context = prompt, out;
-        const GenerateEnd e = g.run(context, logits, o, [&](int32_t t) {
+        const GenerateEnd e = g.run(context, *s, o, [&](int32_t t) {
             out.push_back(t);
             if (out.size() == 5) stop.store(true);
         });
@@ -452,11 +452,11 @@ TEST_CASE("spec: generation stops at the budget, at end of generation and on the
     {
         auto small = tm.session(48);
         Sampler sampler(greedy_params(), tm.n_vocab());
-        const float* logits = small->eval(prompt).data();
+        small->decode(prompt);
         Generator g(*small, sampler, [](int32_t) { return false; });
         g.set_drafter(&same, spp);
         std::vector<int32_t> context = prompt, out;
-        const GenerateEnd e = g.run(context, logits, GenerateOptions{}, [&](int32_t t) { out.push_back(t); });
+        const GenerateEnd e = g.run(context, *small, GenerateOptions{}, [&](int32_t t) { out.push_back(t); });
         CHECK(e == GenerateEnd::ContextFull);
         CHECK(out.size() == size_t(48 - prompt.size() + 1));
         CHECK(out == std::vector<int32_t>(plain.tokens.begin(), plain.tokens.begin() + long(out.size())));
@@ -516,13 +516,13 @@ TEST_CASE("spec: sampled output keeps the target's distribution (chi-square over
             p.seed = uint64_t(1000 + seed);
             Sampler sampler(p, V);
             s->truncate(P - 1);
-            const float* logits = s->eval({prompt.back()}).data();
+            s->decode({prompt.back()});
             Generator g(*s, sampler, [](int32_t) { return false; });
             g.set_drafter(d, spp);
             GenerateOptions o;
             o.n_predict = 4;  // guesses of up to two tokens after the first: chains of acceptances
             std::vector<int32_t> context = prompt, out;
-            g.run(context, logits, o, [&](int32_t t) { out.push_back(t); });
+            g.run(context, *s, o, [&](int32_t t) { out.push_back(t); });
             REQUIRE(out.size() == 4);
             seen[key(out[0], out[1], out[2])]++;
             agg->drafted += g.stats().drafted;
