@@ -78,15 +78,9 @@ inline int splits_for(int64_t n_head, int64_t n_head_kv, int64_t T, int64_t n_ct
     return s < 1 ? 1 : int(s);
 }
 
-LUMEN_DEV int imin(int a, int b) { return a < b ? a : b; }
-LUMEN_DEV int imax(int a, int b) { return a > b ? a : b; }
-LUMEN_DEV float tanh_f(float x) {
-#ifdef __CUDACC__
-    return tanhf(x);
-#else
-    return std::tanh(x);
-#endif
-}
+using simt::imax;
+using simt::imin;
+using simt::tanh_f;
 constexpr float kNegInf = -__builtin_huge_valf();
 
 // Byte offset of 16-byte chunk `ch` of row `r` in a [rows][D] f16 tile: the chunk index is XORed

@@ -73,16 +73,10 @@ inline simt::Dim grid(int T, int n_head_kv, int group, int n_seqs) {
 }
 
 namespace detail {
-LUMEN_DEV int imin(int a, int b) { return a < b ? a : b; }
-LUMEN_DEV int imax(int a, int b) { return a > b ? a : b; }
-LUMEN_DEV float fmax2(float a, float b) { return a > b ? a : b; }
-LUMEN_DEV float tanh_f(float x) {
-#ifdef __CUDACC__
-    return tanhf(x);
-#else
-    return std::tanh(x);
-#endif
-}
+using simt::fmax2;
+using simt::imax;
+using simt::imin;
+using simt::tanh_f;
 }  // namespace detail
 
 template <int D, class C>

@@ -55,6 +55,38 @@ LUMEN_DEV uint32_t pack_h2(float lo, float hi) { return uint32_t(f2h(lo)) | (uin
 LUMEN_DEV float h2_lo(uint32_t v) { return h2f(uint16_t(v & 0xFFFF)); }
 LUMEN_DEV float h2_hi(uint32_t v) { return h2f(uint16_t(v >> 16)); }
 
+LUMEN_DEV int imin(int a, int b) { return a < b ? a : b; }
+LUMEN_DEV int imax(int a, int b) { return a > b ? a : b; }
+LUMEN_DEV float fmax2(float a, float b) { return a > b ? a : b; }  // no NaN handling: scores only
+
+LUMEN_DEV float tanh_f(float x) {  // the hardware's approximation under --use_fast_math
+#ifdef __CUDACC__
+    return tanhf(x);
+#else
+    return std::tanh(x);
+#endif
+}
+
+// A float's bits and back.
+LUMEN_DEV uint32_t float_bits(float f) {
+#ifdef __CUDACC__
+    return __float_as_uint(f);
+#else
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+#endif
+}
+LUMEN_DEV float bits_float(uint32_t u) {
+#ifdef __CUDACC__
+    return __uint_as_float(u);
+#else
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
 // 2^x; the GPU's approximate instruction (relative error ~2^-22), exact on the host.
 LUMEN_DEV float exp2_fast(float x) {
 #ifdef __CUDACC__

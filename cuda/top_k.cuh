@@ -25,25 +25,11 @@ struct TopKShared {
 };
 
 LUMEN_DEV uint32_t order_key(float f) {  // a > b as floats <=> key(a) > key(b) (NaN aside)
-    uint32_t u;
-#ifdef __CUDACC__
-    u = __float_as_uint(f);
-#else
-    std::memcpy(&u, &f, 4);
-#endif
+    const uint32_t u = float_bits(f);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-LUMEN_DEV float key_value(uint32_t k) {
-    const uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
-#ifdef __CUDACC__
-    return __uint_as_float(u);
-#else
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-#endif
-}
+LUMEN_DEV uint32_t key_bits(uint32_t k) { return (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k; }  // the float's
 
 // Radix select: among the elements e with pick(e, key) true, the one of rank `want` (1-based) from the
 // top (largest key first) when `from_top`, else from the bottom. `key_of(i)` gives element i's key.
@@ -145,14 +131,7 @@ LUMEN_DEV void top_k_row(C& c, const float* x, int n, int k, int32_t* out) {
         for (int i = 0; i < k; i++)
             rank += s.cand_key[i] > kj || (s.cand_key[i] == kj && s.cand_id[i] < ij);
         out[rank] = ij;
-        const float v = key_value(kj);
-        int32_t bits;
-#ifdef __CUDACC__
-        bits = __float_as_int(v);
-#else
-        std::memcpy(&bits, &v, 4);
-#endif
-        out[k + rank] = bits;
+        out[k + rank] = int32_t(key_bits(kj));
     }
 }
 
