@@ -6,15 +6,11 @@
 #include <random>
 #include <vector>
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdio>
-#include <string>
 
 #include "engine/backend_select.h"
 #include "engine/session.h"
-#include "model/synth.h"
+#include "tiny_model.h"
 #include "sampling/sampler.h"
 #include "tensor/graph.h"
 
@@ -98,12 +94,8 @@ TEST_CASE("sampler: candidates are refused when the chain needs the whole row") 
 }
 
 TEST_CASE("session: candidates are the top of each output row, across prompt chunks") {
-    const std::string path = "/tmp/lumen-test-sampler-" + std::to_string(getpid()) + ".gguf";
-    SynthOptions syn;
-    syn.type = DType::Q8_0;
-    synth_model(*find_preset("tiny"), syn, path);
-    auto model = Model::load(path);
-    std::remove(path.c_str());
+    const TinyModel tiny(DType::Q8_0);
+    const Model* model = tiny.m.get();
     const int V = model->hp.n_vocab, K = 16;
     SessionOptions so;
     so.n_ctx = 64;

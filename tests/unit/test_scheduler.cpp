@@ -15,23 +15,11 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "tiny_model.h"
 
 using namespace lumen;
 
 namespace {
-
-struct TinyModel {
-    std::string path;
-    std::unique_ptr<Model> m;
-    TinyModel() {
-        path = "/tmp/lumen-test-sched-" + std::to_string(getpid()) + ".gguf";
-        SynthOptions so;
-        so.type = DType::F16;
-        synth_model(*find_preset("tiny"), so, path);
-        m = Model::load(path);
-    }
-    ~TinyModel() { std::remove(path.c_str()); }
-};
 
 std::vector<int32_t> tokens(int n, int seed, std::vector<int32_t> prefix = {}) {
     for (int i = 0; i < n; i++) prefix.push_back(int32_t((seed * 977 + i * 131) % 500 + 1));

@@ -18,33 +18,20 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "tiny_model.h"
 
 using namespace lumen;
 
 namespace {
 
-struct TinyModel {
-    std::string path;
-    std::unique_ptr<Model> m;
-    explicit TinyModel(uint64_t seed) {
-        path = "/tmp/lumen-test-sched-spec-" + std::to_string(getpid()) + "-" + std::to_string(seed) + ".gguf";
-        SynthOptions so;
-        so.type = DType::F16;
-        so.seed = seed;
-        synth_model(*find_preset("tiny"), so, path);
-        m = Model::load(path);
-    }
-    ~TinyModel() { std::remove(path.c_str()); }
-};
-
 const TinyModel& tiny() {
-    static TinyModel t(42);
+    static TinyModel t(DType::F16, 42);
     return t;
 }
 
 // Another random model of the same vocabulary: a draft model that is mostly wrong.
 const TinyModel& other() {
-    static TinyModel t(4242);
+    static TinyModel t(DType::F16, 4242);
     return t;
 }
 

@@ -20,6 +20,7 @@
 #include "engine/speculative.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "tiny_model.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -115,25 +116,15 @@ ChiSquare chi_square(const std::map<Key, double>& expected_p, const std::map<Key
 
 // ---- tiny models ------------------------------------------------------------------------------
 
-struct Tiny {
-    std::string path;
-    std::unique_ptr<Model> model;
-    explicit Tiny(uint64_t seed) {
-        path = "/tmp/lumen-test-spec-" + std::to_string(getpid()) + "-" + std::to_string(seed) + ".gguf";
-        SynthOptions so;
-        so.type = DType::Q8_0;
-        so.seed = seed;
-        synth_model(*find_preset("tiny"), so, path);
-        model = Model::load(path);
-    }
-    ~Tiny() { std::remove(path.c_str()); }
+struct Tiny : TinyModel {
+    explicit Tiny(uint64_t seed) : TinyModel(DType::Q8_0, seed) {}
     std::unique_ptr<Session> session(int n_ctx = 256) const {
         SessionOptions so;
         so.n_ctx = n_ctx;
         so.n_threads = 1;  // tiny matrices: one thread is fastest, and several sessions share the cores
-        return std::make_unique<Session>(*model, make_backend("cpu", 1), so);
+        return std::make_unique<Session>(*m, make_backend("cpu", 1), so);
     }
-    int n_vocab() const { return model->hp.n_vocab; }
+    int n_vocab() const { return m->hp.n_vocab; }
 };
 
 const Tiny& target_model() {
@@ -329,8 +320,8 @@ TEST_CASE("spec: chi-square helper gives textbook p-values") {
 TEST_CASE("spec: a draft model must share the target's tokenizer") {
     const Tiny& tm = target_model();
     const Tiny& om = other_model();
-    const tokenizer::Tokenizer t = tokenizer::Tokenizer::from_gguf(*tm.model->file);
-    CHECK_NOTHROW(check_draft_compatible(t, tokenizer::Tokenizer::from_gguf(*om.model->file), "other.gguf"));
+    const tokenizer::Tokenizer t = tokenizer::Tokenizer::from_gguf(*tm.m->file);
+    CHECK_NOTHROW(check_draft_compatible(t, tokenizer::Tokenizer::from_gguf(*om.m->file), "other.gguf"));
     Preset bigger = *find_preset("tiny");
     bigger.n_vocab = 640;
     const std::string path = "/tmp/lumen-test-spec-" + std::to_string(getpid()) + "-640.gguf";
