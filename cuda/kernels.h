@@ -22,12 +22,21 @@ bool matvec_supported(int type);
 bool matvec_int8(const WeightLayout& L);
 size_t matvec_scratch_bytes(int64_t K, int64_t M);
 void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M, void* scratch, cudaStream_t s);
+// Where quantize_activations puts M columns of K int8 activations in the scratch (fused producers
+// write there too): the values, then one ActBlock (matvec.cuh) per 32.
+struct ActBlock;
+struct ActScratch {
+    int8_t* xq;
+    ActBlock* xa;
+};
+ActScratch act_scratch(const void* scratch, int64_t K, int64_t M);
 // Y[i] = w[i] X for n weights (Y[i][m * ldy[i] + row]). Several weights in one call (n up to
-// kMatvecMaxWeights, each pair matvec_can_share) run as one launch.
+// kMatvecMaxWeights, each pair matvec_can_share) run as one launch. R (optional; R[i] may be null):
+// Y[i] = w[i] X + R[i], R[i][m * ldr[i] + row] (an add fused into the product; ldr 0 broadcasts a row).
 constexpr int kMatvecMaxWeights = 3;
 bool matvec_can_share(const WeightLayout& a, const WeightLayout& b);
 void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* const* Y, const int64_t* ldy, int64_t M,
-            const void* scratch, cudaStream_t s);
+            const void* scratch, cudaStream_t s, const float* const* R = nullptr, const int64_t* ldr = nullptr);
 // All rows as row-major f16 (the tensor-core GEMM path), and rows ids[] as f32 (the token embedding).
 void dequant_rows_f16(const Matrix& w, void* out_f16, cudaStream_t s);
 void get_rows_f32(const Matrix& w, const int32_t* ids, float* out, size_t out_stride, int64_t n_ids, cudaStream_t s);
