@@ -46,15 +46,15 @@ void f32_to_f16(const float* x, void* y, int64_t n, cudaStream_t s);
 void add_or_mul(bool mul, const float* a, size_t a_stride, const float* b, size_t b_stride, bool broadcast, float* y,
                 size_t y_stride, int64_t n, int64_t rows, cudaStream_t s);
 void scale(const float* x, float* y, float k, int64_t n, cudaStream_t s);
-void glu(bool gelu, const float* gate, const float* up, float* y, int64_t n, cudaStream_t s);
-void rms_norm(const float* x, size_t x_stride, float* y, size_t y_stride, int64_t n, int64_t rows, float eps,
-              cudaStream_t s);
-struct RopeArgs {
-    int n_rot, neox, orig_ctx;
-    float base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
-};
-void rope(const float* x, float* y, const int32_t* pos, const float* factors, int64_t head_dim, int64_t n_head,
-          int64_t T, size_t x_nb1, size_t x_nb2, const RopeArgs& a, cudaStream_t s);
+
+// fused.cu: RMSNorm, GLU and RoPE, each alone or with the ops fused_plan.h grouped with it; the
+// arguments are the kernel bodies' (fused.cuh).
+struct NormArgs;
+struct GluArgs;
+struct RopeWriteArgs;
+void norm_rows(const NormArgs& a, int64_t rows, cudaStream_t s);
+void glu_rows(const GluArgs& a, cudaStream_t s);
+void rope_write(const RopeWriteArgs& a, int64_t T, cudaStream_t s);
 
 // top_k.cu: the k largest of each row (see Graph::top_k for the output layout).
 void top_k_rows(const float* x, size_t x_stride, int32_t* out, int64_t n, int64_t k, int64_t rows, cudaStream_t s);
