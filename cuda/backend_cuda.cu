@@ -1,7 +1,9 @@
 // Executes the graph on one GPU. Weights are uploaded once (keyed by their address in the
 // mapped file), KV caches live on the device, intermediates share one arena planned by the
-// graph. After its first eager run a graph is captured as a CUDA graph and replayed, so a decode
-// step costs one launch plus the copy of the token ids and positions.
+// graph. The nodes run as the steps of a plan made once per graph (fused_plan.h: neighbouring ops
+// fused into one launch; LUMEN_NO_FUSE=1 runs them one by one). After its first eager run a graph
+// is captured as a CUDA graph and replayed, so a decode step costs one launch plus the copy of the
+// token ids and positions.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -16,6 +18,8 @@
 
 #include "backend_cuda.h"
 #include "device.h"
+#include "fused.cuh"
+#include "fused_plan.h"
 #include "kernels.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -33,6 +37,7 @@ void check(cublasStatus_t e, const char* what) {
 
 // Batches up to this many tokens use the decode kernel; larger ones the tensor-core GEMM.
 constexpr int64_t kMatvecMaxCols = 8;
+static_assert(cuda::Step::kMaxProducts == cuda::kMatvecMaxWeights, "fused_plan.h and kernels.h agree");
 
 class CudaBackend : public Backend {
 public:
@@ -63,6 +68,7 @@ public:
         cudaFree(arena_);
         cudaFree(scratch_);
         cudaFree(partial_);
+        cudaFree(moved_);
         cudaFree(cublas_ws_);
         cudaFreeHost(staging_);
         cublasDestroy(cublas_);
@@ -113,6 +119,9 @@ public:
             }
             if (n->op == Op::GetRows && n->src[0]->ne[0] % 32)
                 fail("CUDA backend: get_rows needs rows that are a multiple of 32 elements");
+            if ((n->op == Op::RmsNorm || n->op == Op::SwiGLU || n->op == Op::GeGLU) &&
+                (n->ne[0] % 4 || n->src[0]->nb[1] % 16 || (n->src[1] && n->src[1]->nb[1] % 16)))
+                fail("CUDA backend: ", op_name(n->op), " needs rows of a multiple of 4 elements");
         }
         if (scratch > scratch_size_) {
             cudaFree(scratch_);
@@ -139,8 +148,10 @@ public:
         Capture& cap = graphs_[&g];
         if (!cap.prepared) {
             prepare(g);
+            plan(cap, g);
             cap.prepared = true;
         }
+        running_ = &cap;
         // Inputs: host buffers -> pinned staging -> arena (outside any captured graph).
         for (Tensor* l : g.leaves()) {
             if (!l->is_input) continue;
@@ -150,16 +161,16 @@ public:
                   "input upload");
         }
         if (profile_) {
-            run_profiled(g);
+            run_profiled(cap.plan);
         } else if (cap.exec) {
             check(cudaGraphLaunch(cap.exec, stream_), "graph launch");
         } else if (cap.runs == 0 || !use_graphs_) {
-            run_nodes(g);  // first run eagerly: errors surface with their op
+            run_steps(cap.plan);  // first run eagerly: errors surface with their op
             check(cudaGetLastError(), "kernel launch");
         } else {
             cudaGraph_t graph;
             check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capture");
-            run_nodes(g);
+            run_steps(cap.plan);
             check(cudaStreamEndCapture(stream_, &graph), "end capture");
             check(cudaGraphInstantiate(&cap.exec, graph, 0), "instantiate graph");
             cudaGraphDestroy(graph);
@@ -176,13 +187,48 @@ public:
     void release(Graph& g) override {
         auto it = graphs_.find(&g);
         if (it == graphs_.end()) return;
+        if (running_ == &it->second) running_ = nullptr;
         if (it->second.exec) cudaGraphExecDestroy(it->second.exec);
         graphs_.erase(it);
     }
 
 private:
     static constexpr size_t kCublasWorkspace = 32u << 20;
-    struct Capture { cudaGraphExec_t exec = nullptr; int runs = 0; bool prepared = false; };
+    struct Capture {
+        cudaGraphExec_t exec = nullptr;
+        int runs = 0;
+        bool prepared = false;
+        cuda::Plan plan;
+        std::unordered_map<const Tensor*, size_t> moved;  // results of own_memory steps: offsets in moved_
+    };
+
+    // The steps the graph runs as, and where the results of steps that cannot use their arena place
+    // go. The weights must be uploaded (their layouts decide which products share a launch and read
+    // int8 activations).
+    void plan(Capture& cap, const Graph& g) {
+        cuda::ProductInfo info;
+        info.decode = [](const Tensor* t) { return t->src[1]->nrows() <= kMatvecMaxCols; };
+        info.int8 = [this](const Tensor* t) { return cuda::matvec_int8(matrix(t->src[0]).layout); };
+        info.share = [this](const Tensor* a, const Tensor* b) {
+            return cuda::matvec_can_share(matrix(a->src[0]).layout, matrix(b->src[0]).layout);
+        };
+        cap.plan = cuda::make_plan(g, info, use_fusion_);
+        size_t bytes = 0;  // each its own place for the whole graph: they are few and small (decode rows)
+        for (const cuda::Step& s : cap.plan.steps)
+            if (s.own_memory)
+                for (const Tensor* t : s.written())
+                    if (t) {
+                        cap.moved[t] = bytes;
+                        bytes += (t->nbytes() + 255) / 256 * 256;
+                    }
+        if (bytes > moved_size_) {
+            cudaFree(moved_);
+            moved_ = nullptr;
+            device_alloc(&moved_, bytes, "fused results");
+            moved_size_ = bytes;
+            drop_captures();
+        }
+    }
 
     void device_alloc(void** p, size_t bytes, const char* what) {
         cudaError_t e = cudaMalloc(p, bytes);
@@ -298,6 +344,10 @@ private:
         }
         else if (t->is_state) base = static_cast<uint8_t*>(t->data);
         else base = static_cast<uint8_t*>(arena_) + t->offset;  // inputs and intermediates
+        if (running_ && !running_->moved.empty() && !t->is_weight && !t->is_state) {
+            auto it = running_->moved.find(t);  // a fused step's result placed apart (fused_plan.h)
+            if (it != running_->moved.end()) base = static_cast<uint8_t*>(moved_) + it->second;
+        }
         return base + off;
     }
     // The most positions one sequence of an attention op can have: its block table's length.
@@ -305,30 +355,34 @@ private:
     const float* f(const Tensor* t) const { return reinterpret_cast<const float*>(ptr(t)); }
     float* fo(const Tensor* t) const { return reinterpret_cast<float*>(ptr(t)); }
 
-    // ts[0..n): products of one X (n > 1 only for decode products that can share a launch).
-    void mul_mat(Tensor* const* ts, int n) {
-        Tensor* t = ts[0];
+    // A Products step: up to kMatvecMaxWeights decode products of one X in one launch, each with
+    // the add fused into its epilogue (Y = W X + R); or one product on the tensor cores.
+    void mul_mat(const cuda::Step& s) {
+        Tensor* t = s.mm[0];
         const Tensor* w = t->src[0];
         const Tensor* x = t->src[1];
         const int64_t K = w->ne[0], N = w->ne[1], M = x->nrows();
         if (M <= kMatvecMaxCols) {
             cuda::Matrix W[cuda::kMatvecMaxWeights];
             float* Y[cuda::kMatvecMaxWeights];
-            int64_t ldy[cuda::kMatvecMaxWeights];
-            for (int i = 0; i < n; i++) {
-                W[i] = matrix(ts[i]->src[0]);
-                Y[i] = fo(ts[i]);
-                ldy[i] = ts[i]->ne[0];
+            const float* R[cuda::kMatvecMaxWeights];
+            int64_t ldy[cuda::kMatvecMaxWeights], ldr[cuda::kMatvecMaxWeights];
+            for (int i = 0; i < s.n; i++) {
+                W[i] = matrix(s.mm[i]->src[0]);
+                Y[i] = fo(s.product_out(i));
+                ldy[i] = s.mm[i]->ne[0];
+                R[i] = nullptr;
+                ldr[i] = 0;
+                if (const Tensor* a = s.add[i]) {
+                    const Tensor* r = a->src[a->src[0] == s.mm[i] ? 1 : 0];
+                    R[i] = f(r);
+                    ldr[i] = r->nrows() == 1 ? 0 : int64_t(r->nb[1] / 4);
+                }
             }
-            // Products that read the same X one after another share one quantization of it.
-            if (cuda::matvec_int8(W[0].layout) && quantized_x_ != x) {
-                cuda::quantize_activations(f(x), x->nb[1] / 4, K, M, scratch_, stream_);
-                quantized_x_ = x;
-            }
-            cuda::matvec(W, n, f(x), x->nb[1] / 4, Y, ldy, M, scratch_, stream_);
+            if (s.quantize) cuda::quantize_activations(f(x), x->nb[1] / 4, K, M, scratch_, stream_);
+            cuda::matvec(W, s.n, f(x), x->nb[1] / 4, Y, ldy, M, scratch_, stream_, R, ldr);
             return;
         }
-        quantized_x_ = nullptr;  // the scratch is reused below
         // Tensor cores: weights and activations in f16, f32 accumulation. The weights come from the
         // f16 copy made in prepare(), or are dequantized into scratch when memory was short.
         void* xh = scratch_;
@@ -345,64 +399,129 @@ private:
               "GemmEx");
     }
 
-    // LUMEN_PROFILE=1: every op timed with events (eagerly, no CUDA graph); a table per op kind
-    // and weight shape is printed to stderr when the backend closes.
-    void run_profiled(Graph& g) {
-        std::vector<cudaEvent_t> ev(g.nodes().size() + 1);
+    // LUMEN_PROFILE=1: every step timed with events (eagerly, no CUDA graph); a table per step kind
+    // and shape (fused steps named by the ops they run) is printed to stderr when the backend closes.
+    void run_profiled(const cuda::Plan& p) {
+        std::vector<cudaEvent_t> ev(p.steps.size() + 1);
         for (auto& e : ev) cudaEventCreate(&e);
-        quantized_x_ = nullptr;
         cudaEventRecord(ev[0], stream_);
-        std::vector<int> products(g.nodes().size(), 1);  // products run by the step that starts at a node
-        for (size_t k = 0; k < g.nodes().size();) {
-            const size_t n = run_step(g.nodes(), k, &products[k]);
-            for (size_t i = k + 1; i <= k + n; i++) cudaEventRecord(ev[i], stream_);  // the step's time goes to node k
-            k += n;
+        for (size_t i = 0; i < p.steps.size(); i++) {
+            run_step(p.steps[i]);
+            cudaEventRecord(ev[i + 1], stream_);
         }
         check(cudaStreamSynchronize(stream_), "profile");
-        for (size_t k = 0; k < g.nodes().size(); k++) {
-            const Tensor* t = g.nodes()[k];
+        for (size_t i = 0; i < p.steps.size(); i++) {
+            if (p.steps[i].launches() == 0) continue;
             float ms = 0;
-            cudaEventElapsedTime(&ms, ev[k], ev[k + 1]);
-            std::string key = op_name(t->op);
-            if (t->op == Op::MulMat)
-                key += std::string(" ") + dtype_name(t->src[0]->type) + " " + std::to_string(t->src[0]->ne[0]) + "x" +
-                       std::to_string(t->src[0]->ne[1]) + " M=" + std::to_string(t->src[1]->nrows()) +
-                       (products[k] > 1 ? " +" + std::to_string(products[k] - 1) + " in its launch" : "");
+            cudaEventElapsedTime(&ms, ev[i], ev[i + 1]);
+            const std::string key = p.steps[i].name();
             profile_ms_[key] += ms;
             profile_n_[key]++;
         }
         for (auto& e : ev) cudaEventDestroy(e);
     }
 
-    void run_nodes(Graph& g) {
-        quantized_x_ = nullptr;
-        for (size_t k = 0; k < g.nodes().size();) k += run_step(g.nodes(), k, nullptr);
+    void run_steps(const cuda::Plan& p) {
+        for (const cuda::Step& s : p.steps) run_step(s);
     }
 
-    // Runs nodes[k]; when it is a decode product, the products right after it that read the same
-    // activations with weights of the same packed layout (Q, K, V; gate, up; Views between them
-    // are no-ops) join its launch. Returns the nodes covered; *products: the products run.
-    size_t run_step(const std::vector<Tensor*>& nodes, size_t k, int* products) {
-        Tensor* t = nodes[k];
-        Tensor* group[cuda::kMatvecMaxWeights] = {t};
-        int n = 1;
-        size_t end = k + 1;
-        if (t->op == Op::MulMat && t->src[1]->nrows() <= kMatvecMaxCols && t->src[0]->is_weight) {
-            const cuda::WeightLayout& L = weights_.at(t->src[0]->data).layout;
-            for (size_t j = k + 1; j < nodes.size() && n < cuda::kMatvecMaxWeights; j++) {
-                const Tensor* u = nodes[j];
-                if (u->op == Op::View) continue;
-                if (u->op != Op::MulMat || u->src[1] != t->src[1] || !u->src[0]->is_weight ||
-                    !cuda::matvec_can_share(L, weights_.at(u->src[0]->data).layout))
-                    break;
-                group[n++] = nodes[j];
-                end = j + 1;
+    const int32_t* i32(const Tensor* t) const { return reinterpret_cast<const int32_t*>(ptr(t)); }
+
+    void run_step(const cuda::Step& s) {
+        switch (s.kind) {
+            case cuda::StepKind::Node: run_node(s.node); break;
+            case cuda::StepKind::Products: mul_mat(s); break;
+            case cuda::StepKind::Norm: {
+                const Tensor* x = s.norm->src[0];
+                const Tensor* y = s.result();
+                cuda::NormArgs a{};
+                a.x = f(x);
+                a.x_stride = x->nb[1] / 4;
+                a.w = s.mul ? f(s.mul->src[1]) : nullptr;
+                a.y = fo(y);
+                a.y_stride = y->nb[1] / 4;
+                a.n = x->ne[0];
+                a.eps = s.norm->fp[0];
+                if (s.quantize) {
+                    const cuda::ActScratch q = cuda::act_scratch(scratch_, a.n, y->nrows());
+                    a.xq = q.xq;
+                    a.xa = q.xa;
+                }
+                cuda::norm_rows(a, x->nrows(), stream_);
+                break;
             }
+            case cuda::StepKind::Glu: {
+                const Tensor* t = s.glu;
+                cuda::GluArgs a{};
+                a.gate = f(t->src[0]);
+                a.gate_stride = t->src[0]->nb[1] / 4;
+                a.up = f(t->src[1]);
+                a.up_stride = t->src[1]->nb[1] / 4;
+                a.y = fo(t);
+                a.y_stride = t->nb[1] / 4;
+                a.n = t->ne[0];
+                a.rows = t->nrows();
+                a.gelu = t->op == Op::GeGLU;
+                if (s.quantize) {
+                    const cuda::ActScratch q = cuda::act_scratch(scratch_, a.n, t->nrows());
+                    a.xq = q.xq;
+                    a.xa = q.xa;
+                }
+                cuda::glu_rows(a, stream_);
+                break;
+            }
+            case cuda::StepKind::RopeWrite: rope_write(s); break;
         }
-        if (products) *products = n;
-        if (t->op == Op::MulMat) mul_mat(group, n);
-        else run_node(t);
-        return end - k;
+    }
+
+    // Ropes of one position list and the cache writes after them (one segment per rope and per
+    // write of other rows, e.g. V), in one launch.
+    void rope_write(const cuda::Step& s) {
+        const Tensor* r0 = s.rope[0];
+        cuda::RopeWriteArgs a{};
+        a.D = int(r0->ne[0]);
+        a.pos = i32(r0->src[1]);
+        a.factors = r0->src[2] ? f(r0->src[2]) : nullptr;
+        a.rows = s.n_write ? i32(s.write[0]->src[2]) : nullptr;
+        a.n_rot = r0->ip[0];
+        a.neox = r0->ip[1];
+        a.orig_ctx = r0->ip[2];
+        a.base = r0->fp[0];
+        a.freq_scale = r0->fp[1];
+        a.ext_factor = r0->fp[2];
+        a.attn_factor = r0->fp[3];
+        a.beta_fast = r0->fp[4];
+        a.beta_slow = r0->fp[5];
+        auto to_cache = [&](cuda::RopeSeg& g, const Tensor* w) {
+            const Tensor* c = w->src[0];
+            g.cache = ptr(c);
+            g.row_bytes = c->nb[1];
+            g.cache_type = int(c->type);
+        };
+        for (int i = 0; i < s.n_rope; i++) {
+            const Tensor* x = s.rope[i]->src[0];
+            cuda::RopeSeg& g = a.seg[a.segs++];
+            g.x = f(x);
+            g.nb1 = int64_t(x->nb[1] / 4);
+            g.nb2 = int64_t(x->nb[2] / 4);
+            g.heads = int(x->ne[1]);
+            g.rotate = 1;
+            g.y = s.rope_kept[i] ? fo(s.rope[i]) : nullptr;
+            for (int k = 0; k < s.n_write; k++)
+                if (s.write[k]->src[1] == s.rope[i]) to_cache(g, s.write[k]);
+        }
+        for (int k = 0; k < s.n_write; k++) {
+            const Tensor* src = s.write[k]->src[1];
+            if (src == s.rope[0] || src == s.rope[1]) continue;
+            const int64_t width = s.write[k]->src[0]->ne[0];
+            cuda::RopeSeg& g = a.seg[a.segs++];
+            g.x = f(src);
+            g.nb1 = a.D;
+            g.nb2 = width;
+            g.heads = int(width / a.D);
+            to_cache(g, s.write[k]);
+        }
+        cuda::rope_write(a, r0->ne[2], stream_);
     }
 
     void run_node(Tensor* t) {
@@ -413,7 +532,8 @@ private:
                     cuda::get_rows_f32(matrix(t->src[0]), reinterpret_cast<const int32_t*>(ptr(t->src[1])), fo(t),
                                        t->nb[1], t->ne[1], stream_);
                     break;
-                case Op::MulMat: mul_mat(&t, 1); break;
+                case Op::MulMat: case Op::RmsNorm: case Op::SwiGLU: case Op::GeGLU: case Op::Rope:
+                    break;  // steps of their own kinds (run_step)
                 case Op::Add: case Op::Mul: {
                     const Tensor* b = t->src[1];
                     cuda::add_or_mul(t->op == Op::Mul, f(t->src[0]), t->src[0]->nb[1], f(b), b->nb[1], b->nrows() == 1,
@@ -421,20 +541,6 @@ private:
                     break;
                 }
                 case Op::Scale: cuda::scale(f(t->src[0]), fo(t), t->fp[0], t->nelements(), stream_); break;
-                case Op::SwiGLU: case Op::GeGLU:
-                    cuda::glu(t->op == Op::GeGLU, f(t->src[0]), f(t->src[1]), fo(t), t->nelements(), stream_);
-                    break;
-                case Op::RmsNorm:
-                    cuda::rms_norm(f(t->src[0]), t->src[0]->nb[1], fo(t), t->nb[1], t->ne[0], t->nrows(), t->fp[0], stream_);
-                    break;
-                case Op::Rope: {
-                    cuda::RopeArgs a{t->ip[0], t->ip[1], t->ip[2], t->fp[0], t->fp[1], t->fp[2], t->fp[3], t->fp[4], t->fp[5]};
-                    const Tensor* x = t->src[0];
-                    cuda::rope(f(x), fo(t), reinterpret_cast<const int32_t*>(ptr(t->src[1])),
-                               t->src[2] ? f(t->src[2]) : nullptr, x->ne[0], x->ne[1], x->ne[2], x->nb[1],
-                               x->nb[2], a, stream_);
-                    break;
-                }
                 case Op::KVWrite: {
                     const Tensor* c = t->src[0];
                     cuda::kv_write(int(c->type), ptr(c), c->nb[1], f(t->src[1]),
@@ -472,7 +578,6 @@ private:
     };
     std::unordered_map<const void*, DeviceWeight> weights_;  // by the weight's address in the mapped file
     bool use_repack_ = getenv("LUMEN_NO_REPACK") == nullptr;
-    const Tensor* quantized_x_ = nullptr;  // whose int8 activations the scratch holds (this run)
     std::unordered_map<const void*, void*> f16_cache_;  // nullptr: no room, dequantize per call
     bool use_f16_cache_ = getenv("LUMEN_NO_F16_CACHE") == nullptr;
     std::vector<void*> states_;
@@ -484,8 +589,12 @@ private:
     size_t staging_size_ = 0;
     void* partial_ = nullptr;  // split-KV attention slices
     size_t partial_size_ = 0;
+    void* moved_ = nullptr;  // results of fused steps kept apart from the arena (Capture::moved)
+    size_t moved_size_ = 0;
+    const Capture* running_ = nullptr;  // the graph being computed (whose moved results ptr() finds)
     std::unordered_map<const Graph*, Capture> graphs_;
     bool use_graphs_ = getenv("LUMEN_NO_CUDA_GRAPHS") == nullptr;
+    bool use_fusion_ = getenv("LUMEN_NO_FUSE") == nullptr;
     bool profile_ = getenv("LUMEN_PROFILE") != nullptr;
     std::map<std::string, double> profile_ms_;
     std::map<std::string, int> profile_n_;

@@ -22,12 +22,21 @@ bool matvec_supported(int type);
 bool matvec_int8(const WeightLayout& L);
 size_t matvec_scratch_bytes(int64_t K, int64_t M);
 void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M, void* scratch, cudaStream_t s);
+// Where quantize_activations puts M columns of K int8 activations in the scratch (fused producers
+// write there too): the values, then one ActBlock (matvec.cuh) per 32.
+struct ActBlock;
+struct ActScratch {
+    int8_t* xq;
+    ActBlock* xa;
+};
+ActScratch act_scratch(const void* scratch, int64_t K, int64_t M);
 // Y[i] = w[i] X for n weights (Y[i][m * ldy[i] + row]). Several weights in one call (n up to
-// kMatvecMaxWeights, each pair matvec_can_share) run as one launch.
+// kMatvecMaxWeights, each pair matvec_can_share) run as one launch. R (optional; R[i] may be null):
+// Y[i] = w[i] X + R[i], R[i][m * ldr[i] + row] (an add fused into the product; ldr 0 broadcasts a row).
 constexpr int kMatvecMaxWeights = 3;
 bool matvec_can_share(const WeightLayout& a, const WeightLayout& b);
 void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* const* Y, const int64_t* ldy, int64_t M,
-            const void* scratch, cudaStream_t s);
+            const void* scratch, cudaStream_t s, const float* const* R = nullptr, const int64_t* ldr = nullptr);
 // All rows as row-major f16 (the tensor-core GEMM path), and rows ids[] as f32 (the token embedding).
 void dequant_rows_f16(const Matrix& w, void* out_f16, cudaStream_t s);
 void get_rows_f32(const Matrix& w, const int32_t* ids, float* out, size_t out_stride, int64_t n_ids, cudaStream_t s);
@@ -37,15 +46,15 @@ void f32_to_f16(const float* x, void* y, int64_t n, cudaStream_t s);
 void add_or_mul(bool mul, const float* a, size_t a_stride, const float* b, size_t b_stride, bool broadcast, float* y,
                 size_t y_stride, int64_t n, int64_t rows, cudaStream_t s);
 void scale(const float* x, float* y, float k, int64_t n, cudaStream_t s);
-void glu(bool gelu, const float* gate, const float* up, float* y, int64_t n, cudaStream_t s);
-void rms_norm(const float* x, size_t x_stride, float* y, size_t y_stride, int64_t n, int64_t rows, float eps,
-              cudaStream_t s);
-struct RopeArgs {
-    int n_rot, neox, orig_ctx;
-    float base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
-};
-void rope(const float* x, float* y, const int32_t* pos, const float* factors, int64_t head_dim, int64_t n_head,
-          int64_t T, size_t x_nb1, size_t x_nb2, const RopeArgs& a, cudaStream_t s);
+
+// fused.cu: RMSNorm, GLU and RoPE, each alone or with the ops fused_plan.h grouped with it; the
+// arguments are the kernel bodies' (fused.cuh).
+struct NormArgs;
+struct GluArgs;
+struct RopeWriteArgs;
+void norm_rows(const NormArgs& a, int64_t rows, cudaStream_t s);
+void glu_rows(const GluArgs& a, cudaStream_t s);
+void rope_write(const RopeWriteArgs& a, int64_t T, cudaStream_t s);
 
 // top_k.cu: the k largest of each row (see Graph::top_k for the output layout).
 void top_k_rows(const float* x, size_t x_stride, int32_t* out, int64_t n, int64_t k, int64_t rows, cudaStream_t s);

@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels.h"
+#include "launch.cuh"
 #include "matvec.cuh"
 #include "quant_decode.cuh"
 
@@ -41,14 +42,24 @@ __device__ __forceinline__ int stage_row(const uint8_t* w, size_t b0, size_t b1,
     return lead;
 }
 
-// Sums each column's partial dot products across the warp and writes Y[m][row].
-__device__ __forceinline__ void store_rows(const float* acc, int M, float* Y, int64_t ldy, int row, int lane) {
+// Where a launch writes: Y[m * ldy + row], plus R[m * ldr + row] when R is set (an add fused into
+// the product; ldr = 0 broadcasts one row).
+struct Out {
+    float* y;
+    int64_t ldy;
+    const float* r;
+    int64_t ldr;
+};
+
+// Sums each column's partial dot products across the warp and writes Y[m][row] (+ R[m][row]).
+__device__ __forceinline__ void store_rows(const float* acc, int M, const Out& o, int row, int lane) {
     #pragma unroll
     for (int m = 0; m < kMaxCols; m++) {
         if (m >= M) break;
         float s = acc[m];
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
-        if (lane == 0) Y[size_t(m) * ldy + row] = s;
+        for (int d = 16; d > 0; d >>= 1) s += __shfl_xor_sync(0xffffffff, s, d);
+        if (o.r) s += o.r[size_t(m) * o.ldr + row];
+        if (lane == 0) o.y[size_t(m) * o.ldy + row] = s;
     }
 }
 
@@ -57,7 +68,7 @@ __device__ __forceinline__ void store_rows(const float* acc, int M, float* Y, in
 template <int T>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_kernel(const uint8_t* __restrict__ W, size_t w_stride,
                                                              const float* __restrict__ X, size_t x_stride,
-                                                             float* __restrict__ Y, int64_t ldy, int K, int N, int M) {
+                                                             const Out o, int K, int N, int M) {
     constexpr int B = Layout<T>::block, S = Layout<T>::bytes;
     __shared__ __align__(16) uint8_t stage[kWarps][kSegBytes];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -83,7 +94,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_kernel(const
             }
         }
     }
-    store_rows(acc, M, Y, ldy, row, lane);
+    store_rows(acc, M, o, row, lane);
 }
 
 __device__ __forceinline__ uint32_t load_u32_2aligned(const uint8_t* p) {
@@ -100,8 +111,8 @@ __device__ __forceinline__ uint32_t spread4(uint32_t x) { return ((x * 0x0020408
 template <int T>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_q8_kernel(const uint8_t* __restrict__ W, size_t w_stride,
                                                                 const int8_t* __restrict__ xq,
-                                                                const ActBlock* __restrict__ xa, float* __restrict__ Y,
-                                                                int64_t ldy, int K, int N, int M) {
+                                                                const ActBlock* __restrict__ xa, const Out o, int K,
+                                                                int N, int M) {
     constexpr int S = Layout<T>::bytes;
     constexpr bool has_min = T == T_Q4_1 || T == T_Q5_1, five = T == T_Q5_0 || T == T_Q5_1;
     constexpr int qs_off = T == T_Q8_0 ? 2 : (has_min ? 4 : 2) + (five ? 4 : 0);
@@ -153,7 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) matvec_q8_kernel(co
             }
         }
     }
-    store_rows(acc, M, Y, ldy, row, lane);
+    store_rows(acc, M, o, row, lane);
 }
 
 template <int T>
@@ -239,36 +250,14 @@ __global__ void packed_get_rows_kernel(const uint8_t* __restrict__ w, const Weig
     get_rows_body<T>(c, w, L, ids, out, out_stride);
 }
 
-// LUMEN_PDL=1 launches the quantization and the packed products with programmatic dependent
-// launch (see pdl_wait in matvec.cuh): each may start while the kernel before it finishes and
-// load its weights meanwhile. Off by default until measured on a GPU.
-bool use_pdl() {
-    static const bool on = getenv("LUMEN_PDL") != nullptr;
-    return on;
-}
-
-template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.stream = s;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = use_pdl() ? 1 : 0;
-    cudaLaunchKernelEx(&cfg, kernel, args...);
-}
-
 template <int T, int R>
 void launch_packed_r(const MatvecArgs& a, const MatvecTiling& t, cudaStream_t s) {
     const dim3 blocks(unsigned(t.blocks));
     switch (t.cols) {
-        case 1: launch(packed_matvec_kernel<T, R, 1>, blocks, kMatvecThreads, s, a); break;
-        case 2: launch(packed_matvec_kernel<T, R, 2>, blocks, kMatvecThreads, s, a); break;
-        case 4: launch(packed_matvec_kernel<T, R, 4>, blocks, kMatvecThreads, s, a); break;
-        default: launch(packed_matvec_kernel<T, R, 8>, blocks, kMatvecThreads, s, a); break;
+        case 1: launch(packed_matvec_kernel<T, R, 1>, blocks, kMatvecThreads, 0, s, a); break;
+        case 2: launch(packed_matvec_kernel<T, R, 2>, blocks, kMatvecThreads, 0, s, a); break;
+        case 4: launch(packed_matvec_kernel<T, R, 4>, blocks, kMatvecThreads, 0, s, a); break;
+        default: launch(packed_matvec_kernel<T, R, 8>, blocks, kMatvecThreads, 0, s, a); break;
     }
 }
 
@@ -313,12 +302,6 @@ int sm_count() {
     return n;
 }
 
-// The int8 activations in the scratch: xq (M x K) then, 16-byte aligned, the blocks (M x K / 32).
-int8_t* scratch_xq(const void* scratch) { return static_cast<int8_t*>(const_cast<void*>(scratch)); }
-ActBlock* scratch_xa(const void* scratch, int64_t K, int64_t M) {
-    return reinterpret_cast<ActBlock*>(scratch_xq(scratch) + ((size_t(K) * size_t(M) + 15) & ~size_t(15)));
-}
-
 }  // namespace
 
 bool matvec_supported(int type) {
@@ -335,6 +318,12 @@ bool matvec_int8(const WeightLayout& L) {
     return t == T_Q4_0 || t == T_Q4_1 || t == T_Q5_0 || t == T_Q5_1 || t == T_Q8_0;
 }
 
+// The int8 activations in the scratch: xq (M x K) then, 16-byte aligned, the blocks (M x K / 32).
+ActScratch act_scratch(const void* scratch, int64_t K, int64_t M) {
+    int8_t* xq = static_cast<int8_t*>(const_cast<void*>(scratch));
+    return {xq, reinterpret_cast<ActBlock*>(xq + ((size_t(K) * size_t(M) + 15) & ~size_t(15)))};
+}
+
 size_t matvec_scratch_bytes(int64_t K, int64_t M) {
     return ((size_t(K) * size_t(M) + 15) & ~size_t(15)) + size_t(K / 32) * size_t(M) * sizeof(ActBlock) + 16;
 }
@@ -342,7 +331,8 @@ size_t matvec_scratch_bytes(int64_t K, int64_t M) {
 void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M, void* scratch, cudaStream_t s) {
     const int threads = 256;
     const dim3 grid(unsigned((K / 32 * 8 + threads - 1) / threads), unsigned(M));
-    launch(quantize_act_kernel, grid, threads, s, X, x_stride, K, scratch_xq(scratch), scratch_xa(scratch, K, M));
+    const ActScratch a = act_scratch(scratch, K, M);
+    launch(quantize_act_kernel, grid, threads, 0, s, X, x_stride, K, a.xq, a.xa);
 }
 
 bool matvec_can_share(const WeightLayout& a, const WeightLayout& b) {
@@ -350,12 +340,18 @@ bool matvec_can_share(const WeightLayout& a, const WeightLayout& b) {
 }
 
 void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* const* Y, const int64_t* ldy, int64_t M,
-            const void* scratch, cudaStream_t s) {
+            const void* scratch, cudaStream_t s, const float* const* R, const int64_t* ldr) {
     static_assert(kMatvecMaxWeights == kMatvecMaxParts, "kernels.h and matvec.cuh agree");
     const WeightLayout& L = w[0].layout;
     const int64_t K = L.K;
-    const int8_t* xq = scratch_xq(scratch);
-    const ActBlock* xa = scratch_xa(scratch, K, M);
+    const ActScratch act = act_scratch(scratch, K, M);
+    const int8_t* xq = act.xq;
+    const ActBlock* xa = act.xa;
+    // Rows m0.. of weight i's output and of what is added to it.
+    auto out = [&](int i, int64_t m0) {
+        const float* r = R && R[i] ? R[i] + m0 * ldr[i] : nullptr;
+        return Out{Y[i] + m0 * ldy[i], ldy[i], r, r ? ldr[i] : 0};
+    };
     if (L.packed) {
         int64_t N = 0;
         for (int i = 0; i < n; i++) N += w[i].layout.N;
@@ -368,9 +364,10 @@ void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* cons
             a.x_stride = x_stride;
             a.M = cols;
             MatvecTiling t = matvec_tiling(L.type, K, N, cols, sm_count());
-            for (int i = 0; i < n; i++)
-                t.blocks = matvec_add_part(a, t, static_cast<const uint8_t*>(w[i].data), w[i].layout, Y[i] + m0 * ldy[i],
-                                           ldy[i]);
+            for (int i = 0; i < n; i++) {
+                const Out o = out(i, m0);
+                t.blocks = matvec_add_part(a, t, static_cast<const uint8_t*>(w[i].data), w[i].layout, o.y, o.ldy, o.r, o.ldr);
+            }
             launch_packed(L.type, a, t, s);
         }
         return;
@@ -381,15 +378,15 @@ void matvec(const Matrix* w, int n, const float* X, size_t x_stride, float* cons
         const int64_t N = Li.N;
         for (int64_t m0 = 0; m0 < M; m0 += kMaxCols) {
             const int cols = int(M - m0 < kMaxCols ? M - m0 : kMaxCols);
-            float* y = Y[i] + m0 * ldy[i];
+            const Out o = out(i, m0);
             dispatch(Li.type, [&](auto tag) {
                 constexpr int T = type_of(decltype(tag)());
                 if constexpr (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1 || T == T_Q8_0)
                     matvec_q8_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
-                        W, Li.stride[0], xq + m0 * K, xa + m0 * (K / 32), y, ldy[i], int(K), int(N), cols);
+                        W, Li.stride[0], xq + m0 * K, xa + m0 * (K / 32), o, int(K), int(N), cols);
                 else
                     matvec_kernel<T><<<unsigned((N + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
-                        W, Li.stride[0], X + m0 * x_stride, x_stride, y, ldy[i], int(K), int(N), cols);
+                        W, Li.stride[0], X + m0 * x_stride, x_stride, o, int(K), int(N), cols);
             });
         }
     }

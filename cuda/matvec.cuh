@@ -132,21 +132,14 @@ LUMEN_DEV const uint8_t* plane(const uint8_t* w, const WeightLayout& L, int p, i
 
 // ---- activations to int8 --------------------------------------------------------------------------
 
-// Per 32 activations of column m = block().y: d = amax / 127, q = round(x / d), and the sums of
-// each half of q. Eight lanes per 32 values, four values each (one float4 load, one word stored).
+// Quantizes 32 activations held four per lane by eight consecutive lanes (lane % 8 = part 0..7,
+// elements 4 part..4 part + 3): d = amax / 127, q = round(x / d), and the sums of each half of q.
+// Stores the lane's four int8 at xq + 4 part and, from part 0, the block at *xa (when `store`).
+// Every lane of the warp calls it (shuffles); lanes with nothing to store pass store = false.
+// Shared by the activation kernel below and the fused producers (fused.cuh).
 template <class C>
-LUMEN_DEV void quantize_act_body(C& c, const float* X, size_t x_stride, int64_t K, int8_t* xq, ActBlock* xa) {
-    const int m = c.block().y;
-    const int64_t nb = K / 32;
-    const int64_t b = (int64_t(c.block().x) * c.threads() + c.thread()) / 8;
+LUMEN_DEV void quantize32(C& c, const float v[4], bool store, int8_t* xq, ActBlock* xa) {
     const int part = c.lane() % 8;
-    const bool valid = b < nb;
-    const int64_t e = (valid ? b : nb - 1) * 32 + 4 * part;  // clamped: every lane joins the shuffles
-    pdl_trigger();  // the product after us may start its weight loads
-    pdl_wait();
-    const simt::u32x4 raw = ld_act16(X + size_t(m) * x_stride + size_t(e));
-    float v[4];
-    for (int i = 0; i < 4; i++) v[i] = as_float(word(raw, i));
     float amax = 0.0f;
     for (int i = 0; i < 4; i++) amax = fmaxf(amax, fabsf(v[i]));
     for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, c.shfl_xor(amax, o));
@@ -163,15 +156,32 @@ LUMEN_DEV void quantize_act_body(C& c, const float* X, size_t x_stride, int64_t 
     sum += c.shfl_xor(sum, 1);
     sum += c.shfl_xor(sum, 2);  // lanes 0-3 of the eight: the first half's sum; 4-7: the second's
     const int other = c.shfl_xor(sum, 4);
-    if (!valid) return;
-    *reinterpret_cast<uint32_t*>(xq + size_t(m) * size_t(K) + size_t(e)) = packed;
+    if (!store) return;
+    *reinterpret_cast<uint32_t*>(xq + 4 * part) = packed;
     if (part == 0) {
         ActBlock a;
         a.d = d;
         a.s[0] = int16_t(sum);
         a.s[1] = int16_t(other);
-        xa[size_t(m) * size_t(nb) + size_t(b)] = a;
+        *xa = a;
     }
+}
+
+// Per 32 activations of column m = block().y, with quantize32: eight lanes per 32 values, four
+// values each (one float4 load, one word stored).
+template <class C>
+LUMEN_DEV void quantize_act_body(C& c, const float* X, size_t x_stride, int64_t K, int8_t* xq, ActBlock* xa) {
+    const int m = c.block().y;
+    const int64_t nb = K / 32;
+    const int64_t b = (int64_t(c.block().x) * c.threads() + c.thread()) / 8;
+    const bool valid = b < nb;
+    const int64_t e = (valid ? b : nb - 1) * 32 + 4 * (c.lane() % 8);  // clamped: every lane joins the shuffles
+    pdl_trigger();  // the product after us may start its weight loads
+    pdl_wait();
+    const simt::u32x4 raw = ld_act16(X + size_t(m) * x_stride + size_t(e));
+    float v[4];
+    for (int i = 0; i < 4; i++) v[i] = as_float(word(raw, i));
+    quantize32(c, v, valid, xq + size_t(m) * size_t(K) + size_t(e / 32 * 32), xa + size_t(m) * size_t(nb) + size_t(e / 32));
 }
 
 // ---- the product ------------------------------------------------------------------------------------
@@ -184,6 +194,8 @@ struct MatvecPart {
     int64_t N;                // its rows
     float* y;                 // its output, Y[m * ldy + n]
     int64_t ldy;
+    const float* r;           // added to the output (a residual or a bias; ldr = 0 broadcasts one row), or null
+    int64_t ldr;
     int64_t block0;           // its first block
 };
 constexpr int kMatvecMaxParts = 3;
@@ -493,7 +505,9 @@ LUMEN_DEV void matvec_body(C& c, const MatvecArgs& a) {
     auto store = [&](int group, int i, float s) {
         const int64_t row = (first + group) * R + i / MC;
         const int m = i % MC;
-        if (row < N && m < a.M) part.y[size_t(m) * size_t(part.ldy) + size_t(row)] = s;
+        if (row >= N || m >= a.M) return;
+        if (part.r) s += part.r[size_t(m) * size_t(part.ldr) + size_t(row)];  // the add fused into the product
+        part.y[size_t(m) * size_t(part.ldy) + size_t(row)] = s;
     };
     if (tu == 32) {
         if (holder) store(g, idx, sum);
@@ -537,9 +551,9 @@ inline MatvecTiling matvec_tiling(int type, int64_t K, int64_t N, int M, int n_s
 }
 
 // Adds a weight to a launch tiled by t (parts in order; the same type and K for all); returns the
-// launch's blocks so far.
+// launch's blocks so far. r (optional): Y = W X + R, R[m * ldr + n].
 inline int64_t matvec_add_part(MatvecArgs& a, const MatvecTiling& t, const uint8_t* w, const WeightLayout& L,
-                               float* y, int64_t ldy) {
+                               float* y, int64_t ldy, const float* r = nullptr, int64_t ldr = 0) {
     const int64_t rows_per_block = kMatvecThreads / t.tu * t.rows;
     const int64_t block0 = a.parts == 0 ? 0 : a.part[a.parts - 1].block0 +
                                                   (a.part[a.parts - 1].N + rows_per_block - 1) / rows_per_block;
@@ -551,6 +565,8 @@ inline int64_t matvec_add_part(MatvecArgs& a, const MatvecTiling& t, const uint8
     p.N = L.N;
     p.y = y;
     p.ldy = ldy;
+    p.r = r;
+    p.ldr = ldr;
     p.block0 = block0;
     a.K = L.K;
     a.tu = t.tu;
