@@ -76,6 +76,7 @@ public:
     }
 
     std::string name() const override { return "CUDA (" + info_.name + ")"; }
+    bool replays_graphs() const override { return use_graphs_; }
 
     void alloc_state(Tensor* t) override {
         void* p = nullptr;

@@ -96,6 +96,7 @@ struct Scheduler::Impl {
     std::map<std::pair<int, int>, Cached> graphs;
     int64_t graph_clock = 0;
     PassOutputs outputs;  // the last step's rows, read when sampled
+    bool pad = false;     // steps padded to pad_shape() sizes
     BatchDrafter* drafter = nullptr;
     SpeculativeParams sp;
     DraftVerifier verifier;
@@ -104,9 +105,12 @@ struct Scheduler::Impl {
     Impl(const Model& model, std::unique_ptr<Backend> backend, const SchedulerOptions& o, IsEog eog, int ctx,
          int64_t kv_tokens)
         : m(model), be(std::move(backend)), opt(o), is_eog(std::move(eog)), n_ctx(ctx), bs(kKVBlockSize),
-          max_blocks((ctx + kKVBlockSize - 1) / kKVBlockSize),
+          // (at least the padding sequence's blocks)
+          max_blocks(std::max((ctx + kKVBlockSize - 1) / kKVBlockSize, kPadBlocks)),
           pool(int((kv_tokens + kKVBlockSize - 1) / kKVBlockSize), kKVBlockSize), verifier(model.hp.n_vocab) {
-        kv.init(m, *be, pool.n_blocks(), bs, o.cache_type);
+        // Blocks beyond those the pool hands out, for the padding tokens (see pad_shape).
+        kv.init(m, *be, pool.n_blocks() + kPadBlocks, bs, o.cache_type);
+        pad = o.pad_shapes < 0 ? be->replays_graphs() : o.pad_shapes > 0;
         slots.resize(size_t(o.n_parallel));
         stats.kv_blocks_total = pool.n_blocks();
         stats.block_size = bs;
@@ -114,6 +118,19 @@ struct Scheduler::Impl {
     }
 
     int blocks_for(int64_t tokens) const { return int((tokens + bs - 1) / bs); }
+    // The sizes steps are padded to: powers of two up to 8 (decode products keep their few-column
+    // kernels), then multiples of 16 up to 128, then of 64.
+    static constexpr int kPadMax = 63;  // the most padding pad_shape adds
+    static constexpr int kPadBlocks = (kPadMax + kKVBlockSize - 1) / kKVBlockSize;
+    static int pad_shape(int n) {
+        if (n <= 8) {
+            int p = 1;
+            while (p < n) p *= 2;
+            return p;
+        }
+        const int q = n <= 128 ? 16 : 64;
+        return (n + q - 1) / q * q;
+    }
     bool any_running() const {
         return std::any_of(slots.begin(), slots.end(), [](const auto& s) { return s != nullptr; });
     }
@@ -129,7 +146,8 @@ struct Scheduler::Impl {
             be->release(old->second.fg->g);
             graphs.erase(old);
         }
-        c.fg = build_forward(m, kv, n_tokens, n_out, int(slots.size()), max_blocks, kSampleCandidates);
+        // Sequence column slots.size() belongs to the padding tokens.
+        c.fg = build_forward(m, kv, n_tokens, n_out, int(slots.size()) + 1, max_blocks, kSampleCandidates);
         be->prepare(c.fg->g);
         return *c.fg;
     }
@@ -389,9 +407,15 @@ struct Scheduler::Impl {
             n_out += p.n_logits;
         }
         // A step with no sampling still needs a logits row to be a valid graph.
-        ForwardGraph& fg = graph_for(T, std::max(n_out, 1));
+        const int T_run = pad ? pad_shape(T) : T, out_run = pad ? pad_shape(std::max(n_out, 1)) : std::max(n_out, 1);
+        ForwardGraph& fg = graph_for(T_run, out_run);
+        // A graph with an output per token gives token i's in row i (out_ids unused); otherwise the
+        // outputs are the rows out_ids lists, each part's in turn.
+        const bool every_token = out_run == T_run;
+        std::vector<int> first_out;
         int row = 0, o = 0;
         for (const Part& p : parts) {
+            first_out.push_back(every_token ? row + p.n - p.n_logits : o);
             const Seq& s = *slots[size_t(p.slot)];
             for (int i = 0; i < p.n; i++, row++) {
                 const int pos = p.start + i, block = s.blocks[size_t(pos / bs)];
@@ -406,14 +430,22 @@ struct Scheduler::Impl {
             std::copy(s.blocks.begin(), s.blocks.end(), fg.table_buf.begin() + int64_t(p.slot) * max_blocks);
         }
         if (n_out == 0) fg.out_buf[0] = T - 1;
+        // Padding tokens: a sequence of their own (token 0 at positions 0, 1, ...) in the blocks kept
+        // for them, so they read and write nothing of the real ones; their outputs are never read.
+        const int pad_seq = int(slots.size());
+        for (int b = 0; b < kPadBlocks; b++)
+            fg.table_buf[size_t(pad_seq) * size_t(max_blocks) + size_t(b)] = pool.n_blocks() + b;
+        for (int r = T; r < T_run; r++) {
+            fg.tokens_buf[size_t(r)] = 0;
+            fg.pos_buf[size_t(r)] = r - T;
+            fg.seq_buf[size_t(r)] = pad_seq;
+            fg.rows_buf[size_t(r)] = pool.n_blocks() * bs + (r - T);
+        }
+        for (int i = std::max(n_out, 1); i < out_run; i++) fg.out_buf[size_t(i)] = T_run - 1;
         be->compute(fg.g);
         stats.steps++;
         outputs.reset(*be, fg, m.hp.n_vocab);
-        o = 0;
-        for (const Part& p : parts) {
-            finish_part(p, o, done);
-            o += p.n_logits;
-        }
+        for (size_t i = 0; i < parts.size(); i++) finish_part(parts[i], first_out[i], done);
         return done;
     }
 };

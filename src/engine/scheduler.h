@@ -31,6 +31,10 @@ struct SchedulerOptions {
     int n_threads = 0;        // CPU threads; 0: all cores
     DType cache_type = DType::F16;
     int64_t kv_tokens = 0;    // KV pool size in tokens over all sequences; 0: n_parallel * n_ctx
+    // Round each step's token and output counts up to a few sizes (padding tokens that touch a
+    // scratch KV block only), so a backend that captures a graph per shape captures few.
+    // -1: when the backend replays captured graphs.
+    int pad_shapes = -1;
 };
 
 struct Request {

@@ -22,6 +22,8 @@ public:
     virtual void read(const Tensor* t, void* dst, size_t bytes) = 0;
     // The graph is about to be destroyed: drop anything kept for it (captured CUDA graphs).
     virtual void release(Graph&) {}
+    // Whether each new graph shape costs a capture (CUDA graphs): callers then prefer few shapes.
+    virtual bool replays_graphs() const { return false; }
 };
 
 }  // namespace lumen

@@ -80,6 +80,7 @@ TEST_SUITE("scheduler") {
             o.n_parallel = 3;
             o.n_batch = 2;
         }
+        SUBCASE("steps padded to few shapes (as for CUDA graphs)") { o.pad_shapes = 1; }
         Scheduler sched(*tm.m, make_backend("cpu", 2), o, is_eog);
         std::vector<Request> reqs;
         const auto sys = tokens(40, 99);  // a shared "system prompt" (whole blocks of 8 or 16)
