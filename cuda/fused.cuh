@@ -83,7 +83,7 @@ LUMEN_DEV void norm_body(C& c, const NormArgs& a) {
     float ss = 0.0f;
     for (int64_t q = c.thread(); q < nq; q += c.threads()) {
         const simt::u32x4 v = ld_f32x4(x + 4 * q);
-        for (int i = 0; i < 4; i++) ss += as_float(word(v, i)) * as_float(word(v, i));
+        for (int i = 0; i < 4; i++) ss += simt::bits_float(word(v, i)) * simt::bits_float(word(v, i));
     }
     const float s = rsqrt_approx(block_sum(c, ss) / float(a.n) + a.eps);
     // Every thread takes the same number of steps: the int8 copy's shuffles need whole warps.
@@ -93,10 +93,10 @@ LUMEN_DEV void norm_body(C& c, const NormArgs& a) {
         const int64_t e = 4 * (valid ? q : nq - 1);
         const simt::u32x4 xv = ld_f32x4(x + e);
         float v[4];
-        for (int i = 0; i < 4; i++) v[i] = as_float(word(xv, i)) * s;  // rounded as the unfused norm rounds it
+        for (int i = 0; i < 4; i++) v[i] = simt::bits_float(word(xv, i)) * s;  // rounded as the unfused norm rounds it
         if (a.w) {
             const simt::u32x4 wv = ld_act16(a.w + e);
-            for (int i = 0; i < 4; i++) v[i] *= as_float(word(wv, i));
+            for (int i = 0; i < 4; i++) v[i] *= simt::bits_float(word(wv, i));
         }
         if (valid) st_f32x4(y + e, v);
         if (a.xq)
@@ -140,8 +140,8 @@ LUMEN_DEV void glu_body(C& c, const GluArgs& a) {
     const simt::u32x4 u = ld_f32x4(a.up + size_t(row) * a.up_stride + size_t(e));
     float v[4];
     for (int i = 0; i < 4; i++) {
-        const float x = as_float(word(g, i));
-        v[i] = (a.gelu ? gelu_tanh(x) : silu(x)) * as_float(word(u, i));
+        const float x = simt::bits_float(word(g, i));
+        v[i] = (a.gelu ? gelu_tanh(x) : silu(x)) * simt::bits_float(word(u, i));
     }
     if (valid) st_f32x4(a.y + size_t(row) * a.y_stride + size_t(e), v);
     if (a.xq)

@@ -87,7 +87,6 @@ LUMEN_DEV ActBlock ld_act_block(const ActBlock* p) {
     return a;
 }
 LUMEN_DEV int round_to_int(float x) { return __float2int_rn(x); }
-LUMEN_DEV float as_float(uint32_t u) { return __uint_as_float(u); }
 // Programmatic dependent launch (matvec.cu, LUMEN_PDL=1): a kernel launched with it may start
 // before the kernel it depends on has finished. pdl_wait() returns once that kernel's results are
 // visible (at once without PDL), so a product first issues its weight loads, which depend on
@@ -117,11 +116,6 @@ inline ActBlock ld_act_block(const ActBlock* p) { return ld_aligned<ActBlock>(p)
 inline int round_to_int(float x) { return int(std::nearbyint(x)); }
 inline void pdl_wait() {}
 inline void pdl_trigger() {}
-inline float as_float(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
 #endif
 
 LUMEN_DEV uint32_t word(const simt::u32x4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
@@ -180,7 +174,7 @@ LUMEN_DEV void quantize_act_body(C& c, const float* X, size_t x_stride, int64_t 
     pdl_wait();
     const simt::u32x4 raw = ld_act16(X + size_t(m) * x_stride + size_t(e));
     float v[4];
-    for (int i = 0; i < 4; i++) v[i] = as_float(word(raw, i));
+    for (int i = 0; i < 4; i++) v[i] = simt::bits_float(word(raw, i));
     quantize32(c, v, valid, xq + size_t(m) * size_t(K) + size_t(e / 32 * 32), xa + size_t(m) * size_t(nb) + size_t(e / 32));
 }
 
@@ -425,8 +419,8 @@ template <> struct Packed<T_F16> {
             float x[8];
             LUMEN_UNROLL
             for (int i = 0; i < 4; i++) {
-                x[i] = as_float(word(x0, i));
-                x[4 + i] = as_float(word(x1, i));
+                x[i] = simt::bits_float(word(x0, i));
+                x[4 + i] = simt::bits_float(word(x1, i));
             }
             LUMEN_UNROLL
             for (int r = 0; r < R; r++) {
