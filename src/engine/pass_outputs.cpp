@@ -43,7 +43,8 @@ Candidates PassOutputs::candidates(int row) {
     const size_t k = size_t(k_);
     if (!have_top_) {
         // The op's rows are k ids then the k values' float bits: split them into two arrays.
-        std::vector<int32_t> raw(size_t(rows_) * 2 * k);
+        std::vector<int32_t>& raw = top_raw_;
+        raw.resize(size_t(rows_) * 2 * k);
         be_->read(fg_->top, raw.data(), raw.size() * sizeof(int32_t));
         top_ids_.resize(size_t(rows_) * k);
         top_logits_.resize(size_t(rows_) * k);

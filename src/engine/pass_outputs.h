@@ -27,7 +27,7 @@ private:
     int rows_ = 0, n_vocab_ = 0, k_ = 0;
     bool have_logits_ = false, have_top_ = false;
     std::vector<float> logits_, top_logits_;
-    std::vector<int32_t> top_ids_;
+    std::vector<int32_t> top_ids_, top_raw_;  // (kept between passes: no allocation per token)
 };
 
 }  // namespace lumen

@@ -46,7 +46,7 @@ void Session::decode(const std::vector<int32_t>& tokens, bool all_outputs) {
     const int V = m_.hp.n_vocab;
     for (int32_t t : tokens)
         if (t < 0 || t >= V) fail("token id ", t, " is outside the vocabulary (", V, ")");
-    chunks_.clear();
+    n_chunks_ = 0;
     chunk_rows_ = all_outputs ? opt_.n_batch : 0;
     for (int start = 0; start < n; start += opt_.n_batch) {
         const int len = std::min(opt_.n_batch, n - start);
@@ -56,9 +56,10 @@ void Session::decode(const std::vector<int32_t>& tokens, bool all_outputs) {
             continue;
         }
         ForwardGraph& fg = run_chunk(tokens, start, len, all_outputs ? len : 1);
-        chunks_.emplace_back();
-        chunks_.back().reset(*be_, fg, V);
-        if (!last) chunks_.back().fetch();  // the next chunk may run the same graph
+        if (size_t(n_chunks_) == chunks_.size()) chunks_.emplace_back();  // reused: buffers keep their size
+        PassOutputs& out = chunks_[size_t(n_chunks_++)];
+        out.reset(*be_, fg, V);
+        if (!last) out.fetch();  // the next chunk may run the same graph
     }
 }
 
@@ -76,9 +77,9 @@ ForwardGraph& Session::run_chunk(const std::vector<int32_t>& tokens, int start, 
 }
 
 PassOutputs& Session::chunk_of(int& row) {
-    if (chunks_.empty()) fail("session: no outputs to read (decode first)");
+    if (n_chunks_ == 0) fail("session: no outputs to read (decode first)");
     const size_t c = chunk_rows_ > 0 ? size_t(std::max(row, 0) / chunk_rows_) : 0;
-    if (c >= chunks_.size()) fail("session: output row ", row, " out of range");
+    if (c >= size_t(n_chunks_)) fail("session: output row ", row, " out of range");
     row -= int(c) * chunk_rows_;
     return chunks_[c];
 }
@@ -89,9 +90,12 @@ Candidates Session::candidates(int row) { return chunk_of(row).candidates(row); 
 
 const std::vector<float>& Session::eval(const std::vector<int32_t>& tokens, bool all_logits) {
     decode(tokens, all_logits);
-    if (chunks_.size() == 1) return chunks_[0].all_logits();
+    if (n_chunks_ == 1) return chunks_[0].all_logits();
     logits_.clear();
-    for (PassOutputs& c : chunks_) logits_.insert(logits_.end(), c.all_logits().begin(), c.all_logits().end());
+    for (int c = 0; c < n_chunks_; c++) {
+        const std::vector<float>& rows = chunks_[size_t(c)].all_logits();
+        logits_.insert(logits_.end(), rows.begin(), rows.end());
+    }
     return logits_;
 }
 

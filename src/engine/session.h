@@ -60,7 +60,8 @@ private:
     std::map<std::pair<int, int>, std::unique_ptr<ForwardGraph>> graphs_;
     // The last decode()'s outputs, one PassOutputs per chunk of n_batch tokens (earlier chunks read
     // at once, as their graph may run again; the last one when asked for).
-    std::vector<PassOutputs> chunks_;
+    std::vector<PassOutputs> chunks_;  // the first n_chunks_ hold the last decode()'s
+    int n_chunks_ = 0;
     int chunk_rows_ = 0;  // rows per chunk but the last
     std::vector<float> logits_;  // eval()'s rows
 };
