@@ -97,6 +97,7 @@ struct Scheduler::Impl {
     int64_t graph_clock = 0;
     PassOutputs outputs;  // the last step's rows, read when sampled
     bool pad = false;     // steps padded to pad_shape() sizes
+    std::vector<int> first_out;  // per part of the step: its first output row
     BatchDrafter* drafter = nullptr;
     SpeculativeParams sp;
     DraftVerifier verifier;
@@ -412,7 +413,7 @@ struct Scheduler::Impl {
         // A graph with an output per token gives token i's in row i (out_ids unused); otherwise the
         // outputs are the rows out_ids lists, each part's in turn.
         const bool every_token = out_run == T_run;
-        std::vector<int> first_out;
+        first_out.clear();
         int row = 0, o = 0;
         for (const Part& p : parts) {
             first_out.push_back(every_token ? row + p.n - p.n_logits : o);
