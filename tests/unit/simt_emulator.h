@@ -20,7 +20,35 @@
 
 #include "simt.cuh"
 
+// Under AddressSanitizer every switch between stacks is announced, so it keeps track of which stack
+// is live (otherwise it may report errors that are not there).
+#if defined(__SANITIZE_ADDRESS__)
+#define LUMEN_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LUMEN_EMU_ASAN 1
+#endif
+#endif
+#ifdef LUMEN_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace lumen::simt {
+
+namespace detail {
+// swapcontext from `from` to `to`, whose stack is [bottom, bottom + size); fake: this side's fake
+// stack, saved while away (nullptr when `from` never runs again).
+inline void switch_stack(ucontext_t* from, ucontext_t* to, const void* bottom, size_t size, void** fake) {
+#ifdef LUMEN_EMU_ASAN
+    __sanitizer_start_switch_fiber(fake, bottom, size);
+    swapcontext(from, to);
+    __sanitizer_finish_switch_fiber(fake ? *fake : nullptr, nullptr, nullptr);
+#else
+    (void)bottom, (void)size, (void)fake;
+    swapcontext(from, to);
+#endif
+}
+}  // namespace detail
 
 class Emu;
 
@@ -182,7 +210,7 @@ private:
         if (bar.arrive()) return;
         waiting_ = &bar;
         waiting_gen_ = gen;
-        swapcontext(&ctx_, scheduler_);  // back when the phase completed
+        to_scheduler(false);  // back when the phase completed
         waiting_ = nullptr;
     }
     bool runnable() const { return !done_ && (!waiting_ || waiting_->generation != waiting_gen_); }
@@ -235,10 +263,20 @@ private:
 
     static void entry();
     static inline Emu* current_ = nullptr;
+    // The scheduler's stack (for the sanitizer), learnt when a fiber first starts.
+    static inline const void* sched_bottom_ = nullptr;
+    static inline size_t sched_size_ = 0;
+    void* fake_ = nullptr;
+    void to_scheduler(bool exiting) {
+        detail::switch_stack(&ctx_, scheduler_, sched_bottom_, sched_size_, exiting ? nullptr : &fake_);
+    }
 };
 
 inline void Emu::entry() {
     Emu* e = current_;
+#ifdef LUMEN_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &sched_bottom_, &sched_size_);
+#endif
     try {
         (*e->body_)(*e);
     } catch (const std::exception& ex) {
@@ -247,7 +285,7 @@ inline void Emu::entry() {
     e->done_ = true;
     e->b_->bar.drop();
     e->b_->warps[e->warp()].bar.drop();
-    swapcontext(&e->ctx_, e->scheduler_);
+    e->to_scheduler(true);
 }
 
 inline void Emu::launch(Dim grid, int threads, size_t smem_bytes, const std::function<void(Emu&)>& body) {
@@ -291,7 +329,8 @@ inline void Emu::launch(Dim grid, int threads, size_t smem_bytes, const std::fun
                         if (!e.runnable()) continue;
                         any = true;
                         current_ = &e;
-                        swapcontext(&sched, &e.ctx_);
+                        void* fake = nullptr;
+                        detail::switch_stack(&sched, &e.ctx_, e.ctx_.uc_stack.ss_sp, kStack, &fake);
                         if (!e.error_.empty())
                             throw std::runtime_error("emulated kernel, block (" + std::to_string(x) + "," +
                                                      std::to_string(y) + "," + std::to_string(z) + ") thread " +
