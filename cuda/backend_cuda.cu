@@ -88,13 +88,7 @@ public:
 
     void prepare(Graph& g) override {
         upload_weights(g);
-        if (arena_size_ < g.arena_size()) {
-            cudaFree(arena_);
-            arena_ = nullptr;
-            device_alloc(&arena_, g.arena_size(), "activations");
-            arena_size_ = g.arena_size();
-            drop_captures();  // captured graphs point at the old arena
-        }
+        grow(arena_, arena_size_, g.arena_size(), "activations");
         size_t scratch = 0, staging = 0, partial = 0;
         for (Tensor* l : g.leaves())
             if (l->is_input) staging = std::max(staging, l->offset + l->nbytes());
@@ -124,20 +118,8 @@ public:
                 (n->ne[0] % 4 || n->src[0]->nb[1] % 16 || (n->src[1] && n->src[1]->nb[1] % 16)))
                 fail("CUDA backend: ", op_name(n->op), " needs rows of a multiple of 4 elements");
         }
-        if (scratch > scratch_size_) {
-            cudaFree(scratch_);
-            scratch_ = nullptr;
-            device_alloc(&scratch_, scratch, "GEMM scratch");
-            scratch_size_ = scratch;
-            drop_captures();
-        }
-        if (partial > partial_size_) {
-            cudaFree(partial_);
-            partial_ = nullptr;
-            device_alloc(&partial_, partial, "attention partials");
-            partial_size_ = partial;
-            drop_captures();
-        }
+        grow(scratch_, scratch_size_, scratch, "GEMM scratch");
+        grow(partial_, partial_size_, partial, "attention partials");
         if (staging > staging_size_) {
             cudaFreeHost(staging_);
             check(cudaMallocHost(&staging_, staging), "pinned staging buffer");
@@ -222,13 +204,18 @@ private:
                         cap.moved[t] = bytes;
                         bytes += (t->nbytes() + 255) / 256 * 256;
                     }
-        if (bytes > moved_size_) {
-            cudaFree(moved_);
-            moved_ = nullptr;
-            device_alloc(&moved_, bytes, "fused results");
-            moved_size_ = bytes;
-            drop_captures();
-        }
+        grow(moved_, moved_size_, bytes, "fused results");
+    }
+
+    // A device buffer made at least `need` bytes; replacing it drops the captured graphs, which
+    // point at the old one.
+    void grow(void*& p, size_t& size, size_t need, const char* what) {
+        if (need <= size) return;
+        cudaFree(p);
+        p = nullptr;
+        device_alloc(&p, need, what);
+        size = need;
+        drop_captures();
     }
 
     void device_alloc(void** p, size_t bytes, const char* what) {
