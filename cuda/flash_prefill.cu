@@ -1,9 +1,9 @@
-// The GPU side of FlashAttention-2 prefill: the __global__ wrapper around the body in
-// flash_prefill.cuh and its launcher. F32 and Q8_0 caches stay on the old kernel (attention.cu):
-// converting them while staging would need a register pass instead of cp.async, for caches that
-// are rare on the GPU.
+// The launcher of FlashAttention-2 prefill (the body is in flash_prefill.cuh). F32 and Q8_0 caches
+// stay on the split-KV kernel (attention.cu): converting them while staging would need a register
+// pass instead of cp.async, for caches that are rare on the GPU.
 #include "flash_prefill.cuh"
 #include "kernels.h"
+#include "launch.cuh"
 #include "quant_decode.cuh"
 
 namespace lumen::cuda {
@@ -15,21 +15,16 @@ namespace {
 constexpr int64_t kMinTokens = 32;
 
 template <int D>
-__global__ void __launch_bounds__(flash::kThreads) flash_prefill_kernel(flash::Args a) {
-    extern __shared__ __align__(16) char smem[];
-    simt::Gpu c{smem};
-    flash::prefill_body<D>(c, a);
-}
+struct FlashPrefill : KernelDefaults {
+    static constexpr int kThreads = flash::kThreads;
+    template <class C> LUMEN_DEV static void run(C& c, const flash::Args& a) { flash::prefill_body<D>(c, a); }
+};
 
 template <int D>
-void launch(const flash::Args& a, int n_head_kv, int n_seqs, cudaStream_t s) {
-    constexpr size_t bytes = flash::smem_bytes<D>();
-    static const bool raised =  // over 48 KiB of dynamic shared memory needs an opt-in, once
-        cudaFuncSetAttribute(flash_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) ==
-        cudaSuccess;
-    (void)raised;
+void run_flash(const flash::Args& a, int n_head_kv, int n_seqs, cudaStream_t s) {
     const simt::Dim g = flash::grid(a.T, n_head_kv, a.group, n_seqs);
-    flash_prefill_kernel<D><<<dim3(unsigned(g.x), unsigned(g.y), unsigned(g.z)), flash::kThreads, bytes, s>>>(a);
+    launch<FlashPrefill<D>>(dim3(unsigned(g.x), unsigned(g.y), unsigned(g.z)), flash::kThreads, flash::smem_bytes<D>(),
+                            s, a);
 }
 
 }  // namespace
@@ -49,9 +44,9 @@ void flash_prefill(const float* q, size_t q_nb1, size_t q_nb2, const void* kc, c
                         row_bytes,   pos,   paged.seq, paged.table, paged.max_blocks, paged.block_size, out, out_nb1,
                         int(T),      int(n_head / n_head_kv), window, scale, softcap};
     switch (D) {
-        case 64: launch<64>(a, int(n_head_kv), paged.n_seqs, s); return;
-        case 128: launch<128>(a, int(n_head_kv), paged.n_seqs, s); return;
-        case 256: launch<256>(a, int(n_head_kv), paged.n_seqs, s); return;
+        case 64: run_flash<64>(a, int(n_head_kv), paged.n_seqs, s); return;
+        case 128: run_flash<128>(a, int(n_head_kv), paged.n_seqs, s); return;
+        case 256: run_flash<256>(a, int(n_head_kv), paged.n_seqs, s); return;
         default: return;
     }
 }

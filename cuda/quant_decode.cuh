@@ -2,22 +2,28 @@
 // one block of the 32-element formats, or one eighth of a 256-element K-quant super-block.
 // The kernels that read weights kept in GGUF's rows go through decode_chunk (packed weights have
 // their own decoder, decode32 in matvec.cuh), so a new quant type is one case here plus its CPU
-// twin in src/tensor/quant*.cpp.
+// twin in src/tensor/quant*.cpp. Host-compilable (simt.cuh), so the emulator runs these too.
 #pragma once
-#include <cuda_fp16.h>
 #include <cstdint>
 
 #include "repack.h"  // the type ids
+#include "simt.cuh"
+
+#ifndef LUMEN_UNROLL
+#ifdef __CUDACC__
+#define LUMEN_UNROLL _Pragma("unroll")
+#else
+#define LUMEN_UNROLL
+#endif
+#endif
 
 namespace lumen::cuda {
 
-__device__ __forceinline__ float h2f(const uint8_t* p) {
-    return __half2float(*reinterpret_cast<const __half*>(p));
-}
-__device__ __forceinline__ float bf2f(uint16_t b) { return __uint_as_float(uint32_t(b) << 16); }
+LUMEN_DEV float h2f(const uint8_t* p) { return simt::h2f(*reinterpret_cast<const uint16_t*>(p)); }
+LUMEN_DEV float bf2f(uint16_t b) { return simt::bits_float(uint32_t(b) << 16); }
 
 // Q4_K / Q5_K: 8 six-bit (scale, min) pairs packed in 12 bytes.
-__device__ __forceinline__ void k4_scale_min(int j, const uint8_t* q, float& sc, float& m) {
+LUMEN_DEV void k4_scale_min(int j, const uint8_t* q, float& sc, float& m) {
     if (j < 4) {
         sc = float(q[j] & 63);
         m = float(q[j + 4] & 63);
@@ -28,7 +34,7 @@ __device__ __forceinline__ void k4_scale_min(int j, const uint8_t* q, float& sc,
 }
 
 // Q3_K: sixteen 6-bit scales (stored minus 32) packed in 12 bytes.
-__device__ __forceinline__ int k3_scale(const uint8_t* s, int idx) {
+LUMEN_DEV int k3_scale(const uint8_t* s, int idx) {
     const int low = idx < 8 ? (s[idx] & 0xF) : (s[idx - 8] >> 4);
     const int high = (s[8 + (idx & 3)] >> (2 * (idx >> 2))) & 3;
     return (low | (high << 4)) - 32;
@@ -52,7 +58,7 @@ template <> struct Layout<T_Q6_K> { static constexpr int block = 256, bytes = 21
 
 // Decodes elements [32c, 32c + 32) of a row into y.
 template <int T>
-__device__ __forceinline__ void decode_chunk(const uint8_t* row, int c, float* y) {
+LUMEN_DEV void decode_chunk(const uint8_t* row, int c, float* y) {
     constexpr int B = Layout<T>::block, S = Layout<T>::bytes;
     const uint8_t* b = row + size_t(c / (B / 32)) * S;
     const int sub = c % (B / 32);
@@ -60,8 +66,8 @@ __device__ __forceinline__ void decode_chunk(const uint8_t* row, int c, float* y
         const float* p = reinterpret_cast<const float*>(b);
         for (int i = 0; i < 32; i++) y[i] = p[i];
     } else if constexpr (T == T_F16) {
-        const __half* p = reinterpret_cast<const __half*>(b);
-        for (int i = 0; i < 32; i++) y[i] = __half2float(p[i]);
+        const uint16_t* p = reinterpret_cast<const uint16_t*>(b);
+        for (int i = 0; i < 32; i++) y[i] = simt::h2f(p[i]);
     } else if constexpr (T == T_BF16) {
         const uint16_t* p = reinterpret_cast<const uint16_t*>(b);
         for (int i = 0; i < 32; i++) y[i] = bf2f(p[i]);
@@ -139,17 +145,16 @@ __device__ __forceinline__ void decode_chunk(const uint8_t* row, int c, float* y
 // Decodes elements [e, e + 4) of a row (e a multiple of 4) into y: the matrix-vector kernel gives
 // each lane four consecutive elements so that the warp's reads of the activations are coalesced.
 template <int T>
-__device__ __forceinline__ void decode4(const uint8_t* row, int e, float* y) {
+LUMEN_DEV void decode4(const uint8_t* row, int e, float* y) {
     constexpr int B = Layout<T>::block, S = Layout<T>::bytes;
     const uint8_t* b = row + size_t(e / B) * S;
     const int idx = e % B;  // index of y[0] inside its block
     if constexpr (T == T_F32) {
-        const float4 v = *reinterpret_cast<const float4*>(row + size_t(e) * 4);
+        const simt::f32x4 v = *reinterpret_cast<const simt::f32x4*>(row + size_t(e) * 4);
         y[0] = v.x; y[1] = v.y; y[2] = v.z; y[3] = v.w;
     } else if constexpr (T == T_F16) {
-        const __half2* p = reinterpret_cast<const __half2*>(row + size_t(e) * 2);
-        const float2 a = __half22float2(p[0]), c = __half22float2(p[1]);
-        y[0] = a.x; y[1] = a.y; y[2] = c.x; y[3] = c.y;
+        const uint32_t* p = reinterpret_cast<const uint32_t*>(row + size_t(e) * 2);  // two halves a word
+        y[0] = simt::h2_lo(p[0]); y[1] = simt::h2_hi(p[0]); y[2] = simt::h2_lo(p[1]); y[3] = simt::h2_hi(p[1]);
     } else if constexpr (T == T_BF16) {
         const uint16_t* p = reinterpret_cast<const uint16_t*>(row + size_t(e) * 2);
         for (int i = 0; i < 4; i++) y[i] = bf2f(p[i]);
@@ -164,7 +169,7 @@ __device__ __forceinline__ void decode4(const uint8_t* row, int e, float* y) {
             const uint8_t* hp = b + (has_min ? 4 : 2);
             qh = uint32_t(hp[0]) | uint32_t(hp[1]) << 8 | uint32_t(hp[2]) << 16 | uint32_t(hp[3]) << 24;
         }
-        #pragma unroll
+        LUMEN_UNROLL
         for (int i = 0; i < 4; i++) {
             int q = (qs[base + i] >> shift) & 0xF;
             if constexpr (five) q |= ((qh >> (idx + i)) & 1) << 4;
@@ -173,7 +178,7 @@ __device__ __forceinline__ void decode4(const uint8_t* row, int e, float* y) {
     } else if constexpr (T == T_Q8_0) {
         const float d = h2f(b);
         const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2) + idx;
-        #pragma unroll
+        LUMEN_UNROLL
         for (int i = 0; i < 4; i++) y[i] = d * float(qs[i]);
     } else {
         // K-quants: the four elements share one 16-element scale group.
@@ -182,13 +187,13 @@ __device__ __forceinline__ void decode4(const uint8_t* row, int e, float* y) {
             const uint8_t sc = b[8 * (sub / 4) + 2 * (sub % 4) + i0 / 16];
             const float dl = h2f(b + 80) * float(sc & 0xF), ml = h2f(b + 82) * float(sc >> 4);
             const uint8_t* qs = b + 16 + 32 * (sub / 4) + i0;
-            #pragma unroll
+            LUMEN_UNROLL
             for (int i = 0; i < 4; i++) y[i] = dl * float((qs[i] >> (2 * (sub % 4))) & 3) - ml;
         } else if constexpr (T == T_Q3_K) {
             const float dl = h2f(b + 108) * float(k3_scale(b + 96, 8 * (sub / 4) + 2 * (sub % 4) + i0 / 16));
             const uint8_t* qs = b + 32 + 32 * (sub / 4) + i0;
             const uint8_t* hm = b + i0;
-            #pragma unroll
+            LUMEN_UNROLL
             for (int i = 0; i < 4; i++)
                 y[i] = dl * float(int((qs[i] >> (2 * (sub % 4))) & 3) - ((hm[i] >> sub) & 1 ? 0 : 4));
         } else if constexpr (T == T_Q4_K || T == T_Q5_K) {
@@ -197,7 +202,7 @@ __device__ __forceinline__ void decode4(const uint8_t* row, int e, float* y) {
             const float dl = h2f(b) * sc, ml = h2f(b + 2) * mn;
             const uint8_t* qs = b + (T == T_Q5_K ? 48 : 16) + 32 * (sub / 2) + i0;
             const int shift = 4 * (sub % 2);
-            #pragma unroll
+            LUMEN_UNROLL
             for (int i = 0; i < 4; i++) {
                 int q = (qs[i] >> shift) & 0xF;
                 if constexpr (T == T_Q5_K) q |= ((b[16 + i0 + i] >> sub) & 1) << 4;
@@ -208,7 +213,7 @@ __device__ __forceinline__ void decode4(const uint8_t* row, int e, float* y) {
             const uint8_t* ql = b + 64 * g + (k & 1) * 32 + i0;
             const uint8_t* qh = b + 128 + 32 * g + i0;
             const float dl = h2f(b + 208) * float(reinterpret_cast<const int8_t*>(b + 192)[8 * g + i0 / 16 + 2 * k]);
-            #pragma unroll
+            LUMEN_UNROLL
             for (int i = 0; i < 4; i++) {
                 const int q = (((ql[i] >> ((k >> 1) * 4)) & 0xF) | (((qh[i] >> (2 * k)) & 3) << 4)) - 32;
                 y[i] = dl * float(q);

@@ -28,10 +28,15 @@ namespace lumen::simt {
 
 struct Dim { int x = 1, y = 1, z = 1; };
 
+// Vector types for wide loads and stores (16 and 8 bytes).
 #ifdef __CUDACC__
-using u32x4 = uint4;  // 16-byte loads and stores
+using u32x4 = uint4;
+using f32x4 = float4;
+using i32x2 = int2;
 #else
 struct alignas(16) u32x4 { uint32_t x, y, z, w; };
+struct alignas(16) f32x4 { float x, y, z, w; };
+struct alignas(8) i32x2 { int x, y; };
 #endif
 
 // ---- arithmetic available on both sides ----
@@ -51,7 +56,14 @@ LUMEN_DEV uint16_t f2h(float f) {  // round to nearest even
 #endif
 }
 // Two halves in one 32-bit register, `lo` in the low 16 bits (the element with the lower index).
-LUMEN_DEV uint32_t pack_h2(float lo, float hi) { return uint32_t(f2h(lo)) | (uint32_t(f2h(hi)) << 16); }
+LUMEN_DEV uint32_t pack_h2(float lo, float hi) {
+#ifdef __CUDACC__
+    const __half2 h = __floats2half2_rn(lo, hi);  // one instruction for both
+    return *reinterpret_cast<const uint32_t*>(&h);
+#else
+    return uint32_t(f2h(lo)) | (uint32_t(f2h(hi)) << 16);
+#endif
+}
 LUMEN_DEV float h2_lo(uint32_t v) { return h2f(uint16_t(v & 0xFFFF)); }
 LUMEN_DEV float h2_hi(uint32_t v) { return h2f(uint16_t(v >> 16)); }
 
@@ -134,6 +146,7 @@ struct Gpu {
     LUMEN_DEV Dim grid() const { return {int(gridDim.x), int(gridDim.y), int(gridDim.z)}; }
     LUMEN_DEV char* smem() const { return smem_; }
     LUMEN_DEV void sync() const { __syncthreads(); }
+    LUMEN_DEV void sync_warp() const { __syncwarp(); }  // a barrier of the 32 lanes of this warp
     // Atomic on shared or global memory; returns the old value.
     LUMEN_DEV int atomic_add(int* p, int v) const { return atomicAdd(p, v); }
 

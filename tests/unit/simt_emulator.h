@@ -105,6 +105,7 @@ public:
     Dim grid() const { return b_->grid; }
     char* smem() const { return b_->smem.data(); }
     void sync() { wait(b_->bar); }
+    void sync_warp() { wait(warp_state().bar); }
     int atomic_add(int* p, int v) {  // fibers switch only at barriers: a plain add is atomic
         const int old = *p;
         *p += v;
