@@ -1,5 +1,5 @@
 // Runs a kernel body written against cuda/simt.cuh on the host: every thread of a block is a fiber
-// (ucontext) on one OS thread, switched at barriers, so block barriers, warp shuffles, tensor-core
+// on one OS thread, switched at barriers, so block barriers, warp shuffles, tensor-core
 // fragments (in the layouts the PTX ISA defines) and asynchronous copies behave as on the GPU and
 // a kernel's results can be compared with the CPU's. Blocks run one after another.
 //
@@ -36,16 +36,82 @@
 namespace lumen::simt {
 
 namespace detail {
-// swapcontext from `from` to `to`, whose stack is [bottom, bottom + size); fake: this side's fake
+
+// A fiber's saved state. On x86-64 a switch is a few instructions (lumen_fiber_switch below: the
+// callee-saved registers and the FPU control words pushed on the old stack, the stack pointer
+// swapped); elsewhere ucontext's swapcontext, which also makes a system call per switch to save the
+// signal mask, so it is many times slower.
+#if defined(__x86_64__) && defined(__linux__)
+#define LUMEN_EMU_FAST_SWITCH 1
+extern "C" void lumen_fiber_switch(void** save_sp, void* load_sp);
+// Weak: every file that includes this header defines it, the linker keeps one.
+asm(R"(
+    .text
+    .weak lumen_fiber_switch
+    .type lumen_fiber_switch, @function
+lumen_fiber_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size lumen_fiber_switch, .-lumen_fiber_switch
+)");
+struct Context {
+    void* sp = nullptr;
+};
+// Makes `c` start entry() on the stack [stack, stack + size) when first switched to: a frame as
+// lumen_fiber_switch leaves it, returning into entry with the stack aligned as after a call.
+inline void start_context(Context& c, char* stack, size_t size, void (*entry)()) {
+    uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15);
+    uint64_t* f = reinterpret_cast<uint64_t*>(top - 72);
+    f[0] = 0x1F80 | (uint64_t(0x037F) << 32);  // MXCSR and the x87 control word at their defaults
+    for (int i = 1; i <= 6; i++) f[i] = 0;      // r15 r14 r13 r12 rbx rbp
+    f[7] = reinterpret_cast<uint64_t>(entry);   // returned into; the stack is then top - 8
+    f[8] = 0;                                   // entry's own return address: none
+    c.sp = f;
+}
+inline void raw_switch(Context* from, Context* to) { lumen_fiber_switch(&from->sp, to->sp); }
+#else
+struct Context {
+    ucontext_t uc{};
+};
+inline void start_context(Context& c, char* stack, size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+inline void raw_switch(Context* from, Context* to) { swapcontext(&from->uc, &to->uc); }
+#endif
+
+// Switches from `from` to `to`, whose stack is [bottom, bottom + size); fake: this side's fake
 // stack, saved while away (nullptr when `from` never runs again).
-inline void switch_stack(ucontext_t* from, ucontext_t* to, const void* bottom, size_t size, void** fake) {
+inline void switch_stack(Context* from, Context* to, const void* bottom, size_t size, void** fake) {
 #ifdef LUMEN_EMU_ASAN
     __sanitizer_start_switch_fiber(fake, bottom, size);
-    swapcontext(from, to);
+    raw_switch(from, to);
     __sanitizer_finish_switch_fiber(fake ? *fake : nullptr, nullptr, nullptr);
 #else
     (void)bottom, (void)size, (void)fake;
-    swapcontext(from, to);
+    raw_switch(from, to);
 #endif
 }
 }  // namespace detail
@@ -198,12 +264,13 @@ private:
     detail::BlockState* b_ = nullptr;
     std::vector<detail::Copy> pending_;
     std::vector<std::vector<detail::Copy>> groups_;
-    ucontext_t ctx_{};
+    detail::Context ctx_;
+    char* stack_ = nullptr;
     detail::Barrier* waiting_ = nullptr;
     uint64_t waiting_gen_ = 0;
     bool done_ = false;
     const std::function<void(Emu&)>* body_ = nullptr;
-    ucontext_t* scheduler_ = nullptr;
+    detail::Context* scheduler_ = nullptr;
     std::string error_;
 
     void wait(detail::Barrier& bar) {
@@ -292,9 +359,15 @@ inline void Emu::entry() {
 inline void Emu::launch(Dim grid, int threads, size_t smem_bytes, const std::function<void(Emu&)>& body) {
     if (threads <= 0 || threads % 32 != 0 || threads > 1024)
         throw std::runtime_error("emulated launch: threads per block must be a multiple of 32 up to 1024");
-    // One stack per thread, reused by every block; left uninitialised so untouched pages cost nothing.
+    // One stack per thread, kept for every block and launch after it (pages touched once, not per
+    // launch); left uninitialised so untouched pages cost nothing.
     constexpr size_t kStack = 256 * 1024;
-    std::unique_ptr<char[]> stacks(new char[kStack * size_t(threads)]);
+    static thread_local std::unique_ptr<char[]> stacks;
+    static thread_local int n_stacks = 0;
+    if (n_stacks < threads) {
+        stacks.reset(new char[kStack * size_t(threads)]);
+        n_stacks = threads;
+    }
     for (int z = 0; z < grid.z; z++)
         for (int y = 0; y < grid.y; y++)
             for (int x = 0; x < grid.x; x++) {
@@ -302,23 +375,20 @@ inline void Emu::launch(Dim grid, int threads, size_t smem_bytes, const std::fun
                 bs.block = {x, y, z};
                 bs.grid = grid;
                 bs.threads = threads;
-                bs.smem.assign(smem_bytes + 16, char(0x5A));
+                bs.smem.resize(smem_bytes + 16, char(0x5A));  // garbage, as on the GPU
                 bs.bar.expected = threads;
                 bs.warps.resize(threads / 32);
                 for (auto& w : bs.warps) w.bar.expected = 32;
                 std::vector<Emu> emus(threads);
-                ucontext_t sched{};
+                detail::Context sched;
                 for (int t = 0; t < threads; t++) {
                     Emu& e = emus[t];
                     e.t_ = t;
                     e.b_ = &bs;
                     e.body_ = &body;
                     e.scheduler_ = &sched;
-                    getcontext(&e.ctx_);
-                    e.ctx_.uc_stack.ss_sp = stacks.get() + kStack * size_t(t);
-                    e.ctx_.uc_stack.ss_size = kStack;
-                    e.ctx_.uc_link = nullptr;
-                    makecontext(&e.ctx_, &Emu::entry, 0);
+                    e.stack_ = stacks.get() + kStack * size_t(t);
+                    detail::start_context(e.ctx_, e.stack_, kStack, &Emu::entry);
                 }
                 // Round robin over the runnable fibers until all are done.
                 for (;;) {
@@ -331,7 +401,7 @@ inline void Emu::launch(Dim grid, int threads, size_t smem_bytes, const std::fun
                         any = true;
                         current_ = &e;
                         void* fake = nullptr;
-                        detail::switch_stack(&sched, &e.ctx_, e.ctx_.uc_stack.ss_sp, kStack, &fake);
+                        detail::switch_stack(&sched, &e.ctx_, e.stack_, kStack, &fake);
                         if (!e.error_.empty())
                             throw std::runtime_error("emulated kernel, block (" + std::to_string(x) + "," +
                                                      std::to_string(y) + "," + std::to_string(z) + ") thread " +

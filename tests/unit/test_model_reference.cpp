@@ -16,6 +16,7 @@
 #include "engine/session.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "test_backends.h"
 
 using namespace lumen;
 
@@ -170,13 +171,13 @@ void check_engine(const char* preset, const std::string& device, double tol) {
     so.n_ctx = 64;
     so.n_threads = 2;
     so.cache_type = DType::F32;
-    Session batch(*m, make_backend(device, 2), so);
+    Session batch(*m, test_backend(device), so);
     const std::vector<float>& all = batch.eval(tokens, true);
     for (size_t p = 0; p < tokens.size(); p++) {
         INFO(preset, " batched, position ", p);
         CHECK(rel_err(all.data() + p * V, ref[p]) < tol);
     }
-    Session step(*m, make_backend(device, 2), so);
+    Session step(*m, test_backend(device), so);
     for (size_t p = 0; p < tokens.size(); p++) {
         const std::vector<float>& l = step.eval({tokens[p]});
         INFO(preset, " one token at a time, position ", p);
@@ -198,5 +199,14 @@ TEST_SUITE("gpu") {
     }
     TEST_CASE("CUDA qwen2 forward matches the plain reference" * doctest::skip(cuda::device_count() == 0)) {
         check_engine("tiny-qwen2", "cuda", 2e-3);
+    }
+}
+
+TEST_SUITE("simt") {
+    TEST_CASE("CUDA backend on the emulator: llama forward matches the plain reference") {
+        check_engine("tiny", "simt", 2e-3);
+    }
+    TEST_CASE("CUDA backend on the emulator: qwen2 forward matches the plain reference") {
+        check_engine("tiny-qwen2", "simt", 2e-3);
     }
 }

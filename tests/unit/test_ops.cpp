@@ -1,5 +1,6 @@
 // Every graph op against a plain scalar reference written here, on random inputs, run through
-// the CPU backend; the "gpu" suite runs the same graphs on CUDA and compares with the CPU.
+// the CPU backend; the "gpu" suite runs the same graphs on CUDA, the "simt" suite on the CUDA backend
+// with its kernels on the host emulator (test_backends.h).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "../../cuda/device.h"
 #include "engine/backend_select.h"
+#include "test_backends.h"
 #include "tensor/graph.h"
 #include "tensor/quant.h"
 
@@ -74,7 +76,7 @@ struct Case {
     std::vector<float> run(const std::string& device) {
         g.mark_output(out);
         g.plan();
-        auto be = make_backend(device, 2);
+        auto be = test_backend(device);
         for (Tensor* l : g.leaves())
             if (l->is_state) be->alloc_state(l);  // KV caches start zeroed
         be->compute(g);
@@ -86,10 +88,12 @@ struct Case {
 
 using Builder = std::function<std::vector<double>(Case&)>;  // builds the graph, returns the reference
 
-void check_op(const char* name, const Builder& build, double tol_cpu, double tol_gpu, bool gpu) {
+// device: "cpu", or "cuda" / "simt" (the CUDA kernels, with tol_gpu).
+void check_op(const char* name, const Builder& build, double tol_cpu, double tol_gpu, const std::string& device) {
+    const bool gpu = device != "cpu";
     Case c;
     std::vector<double> ref = build(c);
-    std::vector<float> got = c.run(gpu ? "cuda" : "cpu");
+    std::vector<float> got = c.run(device);
     INFO(std::string(name));
     REQUIRE(got.size() == ref.size());
     CHECK(rel_err(got, ref) <= (gpu ? tol_gpu : tol_cpu));
@@ -272,7 +276,8 @@ std::vector<double> build_attention(Case& c, DType cache_type, int window, float
     return ref;
 }
 
-void all_ops(bool gpu) {
+void all_ops(const std::string& device) {
+    const bool gpu = device != "cpu";
     for (DType t : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                     DType::Q4_K, DType::Q6_K}) {
         for (int64_t M : {1, 3, 9, 33}) {
@@ -283,47 +288,71 @@ void all_ops(bool gpu) {
             const double tol = (t == DType::Q4_1 || t == DType::Q5_1) ? 2e-3 : 1e-5;
             const bool integer = t != DType::F32 && t != DType::F16;
             const DType round_as = !gpu ? vec_dot_type(t) : M <= 8 && integer ? DType::Q8_0 : DType::F32;
-            check_op("mul_mat", [&](Case& c) { return build_mul_mat(c, t, 512, 40, M, round_as); }, tol, 3e-3, gpu);
+            check_op("mul_mat", [&](Case& c) { return build_mul_mat(c, t, 512, 40, M, round_as); }, tol, 3e-3, device);
         }
     }
-    check_op("rms_norm * w * 0.5 + b", build_rms_norm_mul_add, 1e-6, 1e-5, gpu);
-    check_op("swiglu", [](Case& c) { return build_glu(c, false); }, 1e-6, 1e-5, gpu);
-    check_op("geglu", [](Case& c) { return build_glu(c, true); }, 1e-6, 1e-5, gpu);
-    check_op("get_rows f32", [](Case& c) { return build_get_rows(c, DType::F32); }, 0, 0, gpu);
-    check_op("get_rows q8_0", [](Case& c) { return build_get_rows(c, DType::Q8_0); }, 1e-7, 1e-6, gpu);
-    check_op("rope normal", [](Case& c) { return build_rope(c, false, 1.0f, false); }, 1e-5, 1e-4, gpu);
-    check_op("rope neox, linear scale", [](Case& c) { return build_rope(c, true, 0.25f, false); }, 1e-5, 1e-4, gpu);
-    check_op("rope with frequency factors", [](Case& c) { return build_rope(c, false, 1.0f, true); }, 1e-5, 1e-4, gpu);
+    check_op("rms_norm * w * 0.5 + b", build_rms_norm_mul_add, 1e-6, 1e-5, device);
+    check_op("swiglu", [](Case& c) { return build_glu(c, false); }, 1e-6, 1e-5, device);
+    check_op("geglu", [](Case& c) { return build_glu(c, true); }, 1e-6, 1e-5, device);
+    check_op("get_rows f32", [](Case& c) { return build_get_rows(c, DType::F32); }, 0, 0, device);
+    check_op("get_rows q8_0", [](Case& c) { return build_get_rows(c, DType::Q8_0); }, 1e-7, 1e-6, device);
+    check_op("rope normal", [](Case& c) { return build_rope(c, false, 1.0f, false); }, 1e-5, 1e-4, device);
+    check_op("rope neox, linear scale", [](Case& c) { return build_rope(c, true, 0.25f, false); }, 1e-5, 1e-4, device);
+    check_op("rope with frequency factors", [](Case& c) { return build_rope(c, false, 1.0f, true); }, 1e-5, 1e-4, device);
     // The GPU computes attention on tensor cores: query, K, V and the softmax weights in f16 with f32
     // sums (as llama.cpp's CUDA flash attention does, whatever the cache type), 2-4e-4 off the f32 reference.
     const double att_gpu = 1e-3;
     for (int64_t D : {64, 128}) {
         CAPTURE(D);
-        check_op("attention f32 cache", [&](Case& c) { return build_attention(c, DType::F32, 0, 0, D); }, 1e-5, att_gpu, gpu);
+        check_op("attention f32 cache", [&](Case& c) { return build_attention(c, DType::F32, 0, 0, D); }, 1e-5, att_gpu, device);
         // The CPU computes as llama.cpp does: with an f16 cache the query is rounded to f16 and the
         // weighted V sum kept in f16 (~3e-4 off the f32 reference); with q8_0 the query is quantized
         // to Q8_0 (~3e-3).
-        check_op("attention f16 cache", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D); }, 1e-3, att_gpu, gpu);
-        check_op("attention q8_0 cache", [&](Case& c) { return build_attention(c, DType::Q8_0, 0, 0, D); }, 1e-2, att_gpu, gpu);
-        check_op("attention window 3", [&](Case& c) { return build_attention(c, DType::F32, 3, 0, D); }, 1e-5, att_gpu, gpu);
-        check_op("attention softcap", [&](Case& c) { return build_attention(c, DType::F32, 0, 0.5f, D); }, 1e-5, att_gpu, gpu);
+        check_op("attention f16 cache", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D); }, 1e-3, att_gpu, device);
+        check_op("attention q8_0 cache", [&](Case& c) { return build_attention(c, DType::Q8_0, 0, 0, D); }, 1e-2, att_gpu, device);
+        check_op("attention window 3", [&](Case& c) { return build_attention(c, DType::F32, 3, 0, D); }, 1e-5, att_gpu, device);
+        check_op("attention softcap", [&](Case& c) { return build_attention(c, DType::F32, 0, 0.5f, D); }, 1e-5, att_gpu, device);
         check_op("attention, long cache, 2 tokens", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D, 2, 4096, 3000); },
-                 1e-3, att_gpu, gpu);  // sums over 3000 positions (f16 on the CPU, f32 on the GPU)
+                 1e-3, att_gpu, device);  // sums over 3000 positions (f16 on the CPU, f32 on the GPU)
         check_op("attention, long cache, window", [&](Case& c) { return build_attention(c, DType::F16, 700, 0, D, 1, 4096, 2500); },
-                 1e-3, att_gpu, gpu);
+                 1e-3, att_gpu, device);
         // 32+ query tokens take the tensor-core flash kernel on the GPU, which rounds the softmax
         // weights to f16 as well as the query (~1e-3).
         check_op("attention f16 cache, 80 tokens", [&](Case& c) { return build_attention(c, DType::F16, 0, 0, D, 80, 128, 5); },
-                 1e-3, 2e-3, gpu);
+                 1e-3, 2e-3, device);
         check_op("attention f16 cache, 80 tokens, window 20, softcap",
-                 [&](Case& c) { return build_attention(c, DType::F16, 20, 0.5f, D, 80, 128, 5); }, 1e-3, 2e-3, gpu);
+                 [&](Case& c) { return build_attention(c, DType::F16, 20, 0.5f, D, 80, 128, 5); }, 1e-3, 2e-3, device);
+    }
+}
+
+// top_k on `device` against the CPU's: indices and values equal, ties included.
+void top_k_matches_cpu(const std::string& device) {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> d(0.0f, 4.0f);
+    const int64_t n = 128256;  // Llama 3's vocabulary
+    std::vector<float> v(size_t(n) * 3);
+    for (float& x : v) x = d(rng);
+    for (int64_t i = 0; i < n; i += 3) v[size_t(2 * n + i)] = 1.5f;  // row 2: many ties at the top
+    for (int k : {1, 64, 256}) {
+        CAPTURE(k);
+        std::vector<int32_t> want(size_t(6 * k)), got(size_t(6 * k));
+        for (const std::string& dev : {std::string("cpu"), device}) {
+            Case c;
+            c.out = c.g.top_k(c.input_f32(v, n, 3), k);
+            c.g.mark_output(c.out);
+            c.g.plan();
+            auto be = test_backend(dev);
+            be->compute(c.g);
+            be->read(c.out, dev == "cpu" ? want.data() : got.data(), want.size() * 4);
+        }
+        CHECK(got == want);
     }
 }
 
 }  // namespace
 
 TEST_SUITE("ops") {
-    TEST_CASE("every op matches its scalar reference on the CPU") { all_ops(false); }
+    TEST_CASE("every op matches its scalar reference on the CPU") { all_ops("cpu"); }
 
     TEST_CASE("top_k: the k largest, largest first, ties to the lower index") {
         Case c;
@@ -356,28 +385,13 @@ TEST_SUITE("ops") {
 }
 
 TEST_SUITE("gpu") {
-    TEST_CASE("every op on CUDA matches its scalar reference" * doctest::skip(cuda::device_count() == 0)) { all_ops(true); }
-
+    TEST_CASE("every op on CUDA matches its scalar reference" * doctest::skip(cuda::device_count() == 0)) { all_ops("cuda"); }
     TEST_CASE("top_k on CUDA equals the CPU's, indices and values" * doctest::skip(cuda::device_count() == 0)) {
-        std::mt19937 rng(9);
-        std::normal_distribution<float> d(0.0f, 4.0f);
-        const int64_t n = 128256;  // Llama 3's vocabulary
-        std::vector<float> v(size_t(n) * 3);
-        for (float& x : v) x = d(rng);
-        for (int64_t i = 0; i < n; i += 3) v[size_t(2 * n + i)] = 1.5f;  // row 2: many ties at the top
-        for (int k : {1, 64, 256}) {
-            CAPTURE(k);
-            std::vector<int32_t> want(size_t(6 * k)), got(size_t(6 * k));
-            for (const char* dev : {"cpu", "cuda"}) {
-                Case c;
-                c.out = c.g.top_k(c.input_f32(v, n, 3), k);
-                c.g.mark_output(c.out);
-                c.g.plan();
-                auto be = make_backend(dev, 2);
-                be->compute(c.g);
-                be->read(c.out, std::string(dev) == "cpu" ? want.data() : got.data(), want.size() * 4);
-            }
-            CHECK(got == want);
-        }
+        top_k_matches_cpu("cuda");
     }
+}
+
+TEST_SUITE("simt") {
+    TEST_CASE("every op of the CUDA backend on the emulator matches its scalar reference") { all_ops("simt"); }
+    TEST_CASE("top_k of the CUDA backend on the emulator equals the CPU's") { top_k_matches_cpu("simt"); }
 }

@@ -17,6 +17,7 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "test_backends.h"
 
 using namespace lumen;
 
@@ -41,7 +42,7 @@ struct Batch {
     std::vector<int> n_past;
 
     Batch(const Model& model, const std::string& device, int n_blocks, int n_seqs_, int max_blocks_)
-        : m(model), be(make_backend(device, 2)), n_seqs(n_seqs_), max_blocks(max_blocks_),
+        : m(model), be(test_backend(device)), n_seqs(n_seqs_), max_blocks(max_blocks_),
           tables(size_t(n_seqs_)), n_past(size_t(n_seqs_), 0) {
         kv.init(m, *be, n_blocks, kKVBlockSize, DType::F16);
     }
@@ -195,5 +196,11 @@ TEST_SUITE("gpu") {
     // Batched GPU matmuls take another kernel above 8 rows, so only close, not bit-identical.
     TEST_CASE("CUDA paged attention: a sequence alone and batched with others" * doctest::skip(cuda::device_count() == 0)) {
         check_alone_vs_batched("cuda", 2e-3);
+    }
+}
+
+TEST_SUITE("simt") {
+    TEST_CASE("paged attention of the CUDA backend on the emulator: a sequence alone and batched with others") {
+        check_alone_vs_batched("simt", 2e-3);
     }
 }
