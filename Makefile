@@ -4,6 +4,7 @@
 #   make run      install deps, fetch the default model, build, and chat with it
 #   make asan     unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-gpu GPU-against-CPU parity tests (on a machine with a GPU)
+#   make test-simt the same tests on the CUDA backend run by the host emulator (any machine)
 
 BUILD     ?= build
 CUDA_ARCH ?= 90
@@ -13,7 +14,7 @@ FUZZ_SECONDS ?= 60
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps test unit e2e fuzz asan models run clean test-gpu
+.PHONY: all build deps test unit e2e fuzz asan models run clean test-gpu test-simt
 
 all: build
 
@@ -50,6 +51,9 @@ asan: deps
 
 test-gpu: build
 	$(BUILD)/lumen_tests --test-suite='gpu*'
+
+test-simt: build
+	$(BUILD)/lumen_tests --test-suite='simt*'
 
 run: build models
 	$(BUILD)/lumen chat -m "$$(tools/fetch-model $(MODEL))"

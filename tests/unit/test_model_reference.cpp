@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "test_backends.h"
+#include "tiny_model.h"
 
 using namespace lumen;
 
@@ -186,6 +187,60 @@ void check_engine(const char* preset, const std::string& device, double tol) {
     std::remove(path.c_str());
 }
 
+// The logits of every position, the prompt as one batch and then token by token.
+struct AllLogits {
+    std::vector<float> batched;
+    std::vector<std::vector<float>> stepwise;
+};
+AllLogits all_logits(const Model& m, const std::vector<int32_t>& tokens, const std::string& device, DType cache_type) {
+    SessionOptions so;
+    so.n_ctx = 64;
+    so.n_threads = 2;
+    so.cache_type = cache_type;
+    AllLogits r;
+    Session batch(m, test_backend(device), so);
+    r.batched = batch.eval(tokens, true);
+    Session step(m, test_backend(device), so);
+    for (int32_t t : tokens) r.stepwise.push_back(step.eval({t}));
+    return r;
+}
+
+// Sets an environment variable for as long as it lives (the CUDA backend reads its switches when made).
+struct EnvSwitch {
+    const char* name;
+    EnvSwitch(const char* n) : name(n) { if (name) setenv(name, "1", 1); }
+    ~EnvSwitch() { if (name) unsetenv(name); }
+};
+
+// A tiny model of weight type `type` on the emulated CUDA backend: batched (the tensor-core GEMM
+// over the f16 copies) and token by token (the int8 decode products), against the CPU backend
+// within `tol`, and under each of the backend's switches against its default within 1e-4. The GPU
+// rounds the query and keys to f16 for the tensor cores; the larger weights of the synth Q8_0 model
+// make its attention sharper, which amplifies that rounding (its ops alone agree to 3e-4).
+void check_simt_against_cpu(DType type, DType cache, double tol) {
+    TinyModel tm(type);
+    const std::vector<int32_t> tokens = {1, 17, 300, 42, 511, 7, 7, 260, 99, 3, 12, 5};
+    const AllLogits cpu = all_logits(*tm.m, tokens, "cpu", cache);
+    const AllLogits gpu = all_logits(*tm.m, tokens, "simt", cache);
+    const size_t V = size_t(tm.m->hp.n_vocab);
+    const std::string what = std::string(dtype_name(type)) + " weights, " + dtype_name(cache) + " cache";
+    for (size_t p = 0; p < tokens.size(); p++) {
+        INFO(what, ", position ", p);
+        CHECK(rel_err(gpu.batched.data() + p * V, cpu.stepwise[p]) < tol);
+        CHECK(rel_err(gpu.stepwise[p].data(), cpu.stepwise[p]) < tol);
+    }
+    for (const char* sw : {"LUMEN_NO_FUSE", "LUMEN_NO_REPACK", "LUMEN_NO_CUDA_GRAPHS", "LUMEN_NO_F16_CACHE"}) {
+        EnvSwitch on(sw);
+        const AllLogits alt = all_logits(*tm.m, tokens, "simt", cache);
+        for (size_t p = 0; p < tokens.size(); p++) {
+            INFO(what, ", ", sw, ", position ", p);
+            const std::vector<float> b(gpu.batched.begin() + long(p * V), gpu.batched.begin() + long((p + 1) * V));
+            CHECK(rel_err(alt.batched.data() + p * V, b) < 1e-4);
+            CHECK(rel_err(alt.stepwise[p].data(), gpu.stepwise[p]) < 1e-4);
+        }
+    }
+}
+
 }  // namespace
 
 TEST_SUITE("model") {
@@ -208,5 +263,13 @@ TEST_SUITE("simt") {
     }
     TEST_CASE("CUDA backend on the emulator: qwen2 forward matches the plain reference") {
         check_engine("tiny-qwen2", "simt", 2e-3);
+    }
+}
+
+TEST_SUITE("simt") {
+    TEST_CASE("CUDA backend on the emulator, F16 and quantized models, each switch: logits close to the CPU's") {
+        check_simt_against_cpu(DType::F16, DType::F16, 2e-3);
+        check_simt_against_cpu(DType::Q4_0, DType::F16, 1e-2);
+        check_simt_against_cpu(DType::Q8_0, DType::F32, 3e-2);
     }
 }
