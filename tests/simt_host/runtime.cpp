@@ -134,8 +134,10 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     *p = nullptr;
     if (bytes == 0) return cudaSuccess;
     if (d.used + bytes > d.total) return fail(cudaErrorMemoryAllocation);
-    void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    if (!q) return fail(cudaErrorMemoryAllocation);
+    // Exactly `bytes` (256-aligned as the driver's): under AddressSanitizer a kernel that reads or
+    // writes past its buffer is reported, as compute-sanitizer's memcheck would.
+    void* q = nullptr;
+    if (posix_memalign(&q, 256, bytes) != 0) return fail(cudaErrorMemoryAllocation);
     std::memset(q, 0xA5, bytes);  // device memory starts as garbage, not zeros
     d.device[reinterpret_cast<uintptr_t>(q)] = bytes;
     d.used += bytes;
@@ -332,14 +334,23 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
             return t == CUDA_R_16F ? lumen::fp16_to_f32_scalar(static_cast<const uint16_t*>(p)[i])
                                    : static_cast<const float*>(p)[i];
         };
+        // op(A) as m rows of k and op(B) as n rows of k, in f32: every dot product then reads two
+        // contiguous rows (prompt-sized GEMMs of a real model take seconds, not minutes).
+        std::vector<float> a(size_t(m) * k), b(size_t(n) * k);
+        for (int i = 0; i < m; i++)
+            for (int p = 0; p < k; p++) a[size_t(i) * k + p] = get(A, at, ta == CUBLAS_OP_N ? size_t(p) * lda + i : size_t(i) * lda + p);
+        for (int j = 0; j < n; j++)
+            for (int p = 0; p < k; p++) b[size_t(j) * k + p] = get(B, bt, tb == CUBLAS_OP_N ? size_t(j) * ldb + p : size_t(p) * ldb + j);
         for (int j = 0; j < n; j++)
             for (int i = 0; i < m; i++) {
-                float acc = 0;
-                for (int p = 0; p < k; p++) {
-                    const float a = get(A, at, ta == CUBLAS_OP_N ? size_t(p) * lda + i : size_t(i) * lda + p);
-                    const float b = get(B, bt, tb == CUBLAS_OP_N ? size_t(j) * ldb + p : size_t(p) * ldb + j);
-                    acc += a * b;
-                }
+                const float* x = &a[size_t(i) * k];
+                const float* y = &b[size_t(j) * k];
+                float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // independent sums the compiler keeps in one vector
+                int p = 0;
+                for (; p + 8 <= k; p += 8)
+                    for (int l = 0; l < 8; l++) part[l] += x[p + l] * y[p + l];
+                float acc = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+                for (; p < k; p++) acc += x[p] * y[p];
                 const size_t c = size_t(j) * ldc + i;
                 if (ct == CUDA_R_16F) {
                     uint16_t* cp = static_cast<uint16_t*>(C);
