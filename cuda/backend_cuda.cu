@@ -379,7 +379,9 @@ private:
             wh = w->type == DType::F16 ? ptr(w) : static_cast<uint8_t*>(scratch_) + size_t(K) * size_t(M) * 2;
             if (w->type != DType::F16) cuda::dequant_rows_f16(matrix(w), wh, stream_);
         }
-        cuda::f32_to_f16(f(x), xh, K * M, stream_);
+        // Weights the decode products multiply with int8 activations get the same rounding here.
+        if (cuda::matvec_int8(matrix(w).layout)) cuda::activations_int8_f16(f(x), K * M, xh, stream_);
+        else cuda::f32_to_f16(f(x), xh, K * M, stream_);
         const float alpha = 1.0f, beta = 0.0f;
         check(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, wh, CUDA_R_16F, int(K), xh,
                            CUDA_R_16F, int(K), &beta, fo(t), CUDA_R_32F, int(t->ne[0]), CUBLAS_COMPUTE_32F,

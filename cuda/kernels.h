@@ -22,6 +22,9 @@ bool matvec_supported(int type);
 bool matvec_int8(const WeightLayout& L);
 size_t matvec_scratch_bytes(int64_t K, int64_t M);
 void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M, void* scratch, cudaStream_t s);
+// n contiguous activations rounded as quantize_activations rounds them (int8 per 32), as f16: what the
+// tensor-core GEMM multiplies weights of the int8 types with (n a multiple of 32).
+void activations_int8_f16(const float* X, int64_t n, void* out_f16, cudaStream_t s);
 // Where quantize_activations puts M columns of K int8 activations in the scratch (fused producers
 // write there too): the values, then one ActBlock (matvec.cuh) per 32.
 struct ActBlock;

@@ -62,6 +62,14 @@ struct QuantizeActKernel : KernelDefaults {
     }
 };
 
+struct ActInt8F16Kernel : KernelDefaults {
+    static constexpr int kThreads = 256;
+    template <class C>
+    LUMEN_DEV static void run(C& c, const float* __restrict__ X, int64_t n, uint16_t* __restrict__ Y) {
+        act_int8_f16_body(c, X, n, Y);
+    }
+};
+
 template <int T>
 struct PackedDequantF16Kernel {
     static constexpr int kThreads = 256, kMinBlocks = rows::blocks_for_regs(kThreads, rows::kDecodeRegs);
@@ -164,6 +172,11 @@ void quantize_activations(const float* X, size_t x_stride, int64_t K, int64_t M,
     const dim3 grid(unsigned((K / 32 * 8 + threads - 1) / threads), unsigned(M));
     const ActScratch a = act_scratch(scratch, K, M);
     launch<QuantizeActKernel>(grid, threads, 0, s, X, x_stride, K, a.xq, a.xa);
+}
+
+void activations_int8_f16(const float* X, int64_t n, void* out_f16, cudaStream_t s) {
+    const int threads = ActInt8F16Kernel::kThreads;
+    launch<ActInt8F16Kernel>(unsigned((n + threads - 1) / threads), threads, 0, s, X, n, static_cast<uint16_t*>(out_f16));
 }
 
 bool matvec_can_share(const WeightLayout& a, const WeightLayout& b) {

@@ -102,9 +102,9 @@ void check_op(const char* name, const Builder& build, double tol_cpu, double tol
 // --- the ops ---------------------------------------------------------------------------------
 
 // round_as: the format the kernel under test rounds the activations to (F32: none). The CPU kernels
-// use the weight type's partner format (Q8_0, Q8_1, Q8_K); the GPU's decode kernel (M <= 8) int8
-// per 32 (as Q8_0) for the integer formats and f32 for the float ones; its tensor-core path
-// (M > 8) f16.
+// use the weight type's partner format (Q8_0, Q8_1, Q8_K); the GPU int8 per 32 (as Q8_0) for the
+// integer formats, in the decode kernel (M <= 8) and before its tensor-core GEMM (M > 8) alike, and
+// f32 (decode) or f16 (GEMM) for the float ones.
 std::vector<double> build_mul_mat(Case& c, DType wt, int64_t K, int64_t N, int64_t M, DType round_as) {
     auto wv = randn(size_t(K * N), 1, 0.5f), xv = randn(size_t(K * M), 2);
     Tensor* w = c.weight(wt, wv, K, N);
@@ -287,7 +287,7 @@ void all_ops(const std::string& device) {
             // Q8_1 keeps d * sum(q) in fp16 (as GGUF does), which rounds the min term of Q4_1 / Q5_1.
             const double tol = (t == DType::Q4_1 || t == DType::Q5_1) ? 2e-3 : 1e-5;
             const bool integer = t != DType::F32 && t != DType::F16;
-            const DType round_as = !gpu ? vec_dot_type(t) : M <= 8 && integer ? DType::Q8_0 : DType::F32;
+            const DType round_as = !gpu ? vec_dot_type(t) : integer ? DType::Q8_0 : DType::F32;
             check_op("mul_mat", [&](Case& c) { return build_mul_mat(c, t, 512, 40, M, round_as); }, tol, 3e-3, device);
         }
     }
