@@ -48,7 +48,7 @@ public:
         check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
         check(cublasCreate(&cublas_), "create");
         check(cublasSetStream(cublas_, stream_), "set stream");
-        check(cudaMalloc(&cublas_ws_, kCublasWorkspace), "cuBLAS workspace");
+        device_alloc(&cublas_ws_, kCublasWorkspace, "cuBLAS workspace");
         check(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace), "set workspace");
         check(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "math mode");
     }

@@ -10,5 +10,8 @@
 namespace lumen {
 
 std::unique_ptr<Backend> test_backend(const std::string& device, int n_threads = 2);
+// The emulated GPU's memory in bytes (default 80 GiB), and what is allocated of it now.
+void simt_set_memory(size_t total_bytes);
+size_t simt_memory_used();
 
 }  // namespace lumen

@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "test_backends.h"
+#include "util/error.h"
 #include "tiny_model.h"
 
 using namespace lumen;
@@ -271,5 +272,42 @@ TEST_SUITE("simt") {
         check_simt_against_cpu(DType::F16, DType::F16, 2e-3);
         check_simt_against_cpu(DType::Q4_0, DType::F16, 1e-2);
         check_simt_against_cpu(DType::Q8_0, DType::F32, 3e-2);
+    }
+}
+
+TEST_SUITE("simt") {
+    // Too little GPU memory is a one-line error naming what did not fit, how much it needed and how
+    // much was free, whichever allocation is the first to miss out; nothing leaks.
+    TEST_CASE("CUDA backend on the emulator: not enough GPU memory is a clear error") {
+        TinyModel tm;
+        SessionOptions so;
+        so.n_ctx = 64;
+        const size_t before = simt_memory_used();
+        auto message = [&](size_t limit) {  // what making a session and reading 3 tokens throws
+            simt_set_memory(limit);
+            std::string what;
+            try {
+                Session s(*tm.m, test_backend("simt"), so);
+                s.eval({1, 2, 3});
+            } catch (const Error& e) {
+                what = e.what();
+            }
+            simt_set_memory(size_t(80) << 30);
+            CHECK(simt_memory_used() == before);
+            return what;
+        };
+        const std::string ws = message(size_t(1) << 20);  // the first allocation: cuBLAS's workspace
+        CHECK(ws.find("not enough GPU memory for cuBLAS workspace: need 32 MiB, 1 MiB free of 1 MiB on simt emulator") !=
+              std::string::npos);
+        const std::string kv = message((size_t(32) << 20) + 1024);  // then the KV cache
+        CHECK(kv.find("not enough GPU memory for KV cache") != std::string::npos);
+        size_t with_cache = 0;  // the workspace and the cache: the weights come at the first eval
+        {
+            Session s(*tm.m, test_backend("simt"), so);
+            with_cache = simt_memory_used() - before;
+        }
+        const std::string weight = message(before + with_cache + 4096);
+        CHECK(weight.find("not enough GPU memory for weight") != std::string::npos);
+        CHECK(message(size_t(1) << 30).empty());
     }
 }
