@@ -154,7 +154,7 @@ LUMEN_DEV void quantize32(C& c, const float v[4], bool store, int8_t* xq, ActBlo
     *reinterpret_cast<uint32_t*>(xq + 4 * part) = packed;
     if (part == 0) {
         ActBlock a;
-        a.d = d;
+        a.d = simt::h2f(simt::f2h(d));  // kept in f16, as llama.cpp's Q8_0 / Q8_1 (CPU and CUDA) keep it
         a.s[0] = int16_t(sum);
         a.s[1] = int16_t(other);
         *xa = a;
@@ -175,7 +175,7 @@ LUMEN_DEV void act_int8_f16_body(C& c, const float* X, int64_t n, uint16_t* Y) {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     int q = round_to_int(v * id);
     q = q < -127 ? -127 : q > 127 ? 127 : q;
-    if (i < n) Y[i] = simt::f2h(float(q) * d);
+    if (i < n) Y[i] = simt::f2h(float(q) * simt::h2f(simt::f2h(d)));
 }
 
 // Per 32 activations of column m = block().y, with quantize32: eight lanes per 32 values, four
