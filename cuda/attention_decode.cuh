@@ -21,14 +21,6 @@
 
 #include "simt.cuh"
 
-#ifndef LUMEN_UNROLL
-#ifdef __CUDACC__
-#define LUMEN_UNROLL _Pragma("unroll")
-#else
-#define LUMEN_UNROLL
-#endif
-#endif
-
 namespace lumen::cuda::decode {
 
 // Cache element types (the values of lumen::DType).

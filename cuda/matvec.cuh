@@ -28,10 +28,7 @@
 #include "repack.h"
 #include "simt.cuh"
 
-#ifdef __CUDACC__
-#define LUMEN_UNROLL _Pragma("unroll")
-#else
-#define LUMEN_UNROLL
+#ifndef __CUDACC__
 #include <cmath>
 #include <cstring>
 #include <stdexcept>

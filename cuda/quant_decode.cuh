@@ -9,14 +9,6 @@
 #include "repack.h"  // the type ids
 #include "simt.cuh"
 
-#ifndef LUMEN_UNROLL
-#ifdef __CUDACC__
-#define LUMEN_UNROLL _Pragma("unroll")
-#else
-#define LUMEN_UNROLL
-#endif
-#endif
-
 namespace lumen::cuda {
 
 LUMEN_DEV float h2f(const uint8_t* p) { return simt::h2f(*reinterpret_cast<const uint16_t*>(p)); }

@@ -16,7 +16,9 @@
 #ifdef __CUDACC__
 #include <cuda_fp16.h>
 #define LUMEN_DEV __device__ __forceinline__
+#define LUMEN_UNROLL _Pragma("unroll")  // unroll the loop that follows (a hint only nvcc takes)
 #else
+#define LUMEN_UNROLL
 #include <cmath>
 #include <cstring>
 
