@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "chi_square.h"
+#include "first_three.h"
 #include "engine/backend_select.h"
 #include "engine/draft_model.h"
 #include "engine/lookup.h"
@@ -45,7 +46,7 @@ const int kRequests = 1500;
 int n_vocab() { return target().m->hp.n_vocab; }
 
 // The first three tokens as one outcome.
-int64_t key(int32_t a, int32_t b, int32_t c) { return (int64_t(a) * n_vocab() + b) * n_vocab() + c; }
+int64_t key(int32_t a, int32_t b, int32_t c) { return first_three_key(a, b, c, n_vocab()); }
 
 SchedulerOptions options() {
     SchedulerOptions o;
@@ -78,27 +79,13 @@ std::vector<int32_t> greedy(const std::vector<int32_t>& prompt, int n) {
     return out;
 }
 
-// The exact joint distribution of the first three tokens after `prompt` under `sp` (no penalties,
-// so the sampler's state does not matter): every branch of the sampling chain, read with a Session.
+// The exact joint distribution of the first three tokens after `prompt` under `sp`.
 std::map<int64_t, double> exact_first_three(const std::vector<int32_t>& prompt, const SamplingParams& sp) {
     SessionOptions so;
     so.n_ctx = 64;
     so.n_threads = 1;
     Session s(*target().m, make_backend("cpu", 1), so);
-    Sampler chain(sp, n_vocab());
-    const int P = int(prompt.size());
-    std::map<int64_t, double> exact;
-    const TokenDist d1 = chain.distribution(s.eval(prompt).data());
-    for (const TokenProb& a : d1) {
-        s.truncate(P);
-        const TokenDist d2 = chain.distribution(s.eval({a.id}).data());
-        for (const TokenProb& b : d2) {
-            s.truncate(P + 1);
-            const TokenDist d3 = chain.distribution(s.eval({b.id}).data());
-            for (const TokenProb& c : d3) exact[key(a.id, b.id, c.id)] += double(a.p) * b.p * c.p;
-        }
-    }
-    return exact;
+    return lumen::exact_first_three(s, prompt, sp, n_vocab());
 }
 
 enum class Guesses { None, Lookup, DraftModel };

@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "chi_square.h"
+#include "first_three.h"
 #include "tiny_model.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -392,22 +393,8 @@ TEST_CASE("spec: sampled output keeps the target's distribution (chi-square over
     const int P = int(prompt.size());
 
     // The exact joint distribution of the first three tokens under the plain sampler.
-    auto key = [V](int32_t a, int32_t b, int32_t c) { return (int64_t(a) * V + b) * V + c; };
-    std::map<int64_t, double> exact;
-    {
-        Sampler plain(sp, V);  // no penalties: its state does not matter
-        s->truncate(0);
-        const TokenDist d1 = plain.distribution(s->eval(prompt).data());
-        for (const TokenProb& a : d1) {
-            s->truncate(P);
-            const TokenDist d2 = plain.distribution(s->eval({a.id}).data());
-            for (const TokenProb& b : d2) {
-                s->truncate(P + 1);
-                const TokenDist d3 = plain.distribution(s->eval({b.id}).data());
-                for (const TokenProb& c : d3) exact[key(a.id, b.id, c.id)] += double(a.p) * b.p * c.p;
-            }
-        }
-    }
+    auto key = [V](int32_t a, int32_t b, int32_t c) { return first_three_key(a, b, c, V); };
+    const std::map<int64_t, double> exact = exact_first_three(*s, prompt, sp, V);
     double total = 0;
     for (const auto& [k, p] : exact) total += p;
     REQUIRE(total == doctest::Approx(1.0).epsilon(1e-4));
