@@ -33,9 +33,8 @@ struct KernelDefaults {
     static constexpr int kMinBlocks = 1;
 };
 
-// Dynamic shared memory a block may use without an opt-in, and the most it may use with one (sm_90).
+// Dynamic shared memory a block may use without an opt-in.
 constexpr size_t kSmemDefault = 48 * 1024;
-constexpr size_t kSmemOptIn = 227 * 1024;
 
 inline bool use_pdl() {
     static const bool on = std::getenv("LUMEN_PDL") != nullptr;
@@ -88,20 +87,14 @@ void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const A&... args
 
 #else  // LUMEN_SIMT_HOST
 
-template <class K, class... A>
-void allow_smem(size_t bytes) {
-    simt_host::allow_smem(simt_host::kernel_id<K, A...>(), bytes);
-}
-
+// launch() raises the opt-in itself, so the emulator only checks the device's ceiling.
 template <class K, class... A>
 int blocks_per_sm(int threads, size_t smem) {
-    allow_smem<K, A...>(smem);
     return simt_host::blocks_per_sm(threads, smem);
 }
 
 template <class K, class... A>
 void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const A&... args) {
-    allow_smem<K, A...>(smem);
     simt_host::launch(s, simt_host::kernel_id<K, A...>(), K::kThreads, grid, block, smem,
                       [=](simt::Emu& c) { K::run(c, args...); });
 }

@@ -35,6 +35,8 @@ struct cublasContext {
 
 namespace {
 
+constexpr size_t kSmemPerBlock = 227 * 1024;  // with the opt-in, as an H100
+
 struct Device {
     size_t total = size_t(80) << 30;
     std::map<uintptr_t, size_t> device;  // base -> bytes
@@ -123,7 +125,7 @@ cudaError_t cudaGetDevice(int* device) {
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
     switch (attr) {
         case cudaDevAttrMultiProcessorCount: *v = 132; return cudaSuccess;
-        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; return cudaSuccess;
+        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = int(kSmemPerBlock); return cudaSuccess;
     }
     return fail(cudaErrorInvalidValue);
 }
@@ -249,12 +251,8 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
 
 namespace lumen::simt_host {
 
-void allow_smem(Kernel* k, size_t bytes) {
-    if (bytes > k->smem_allowed) k->smem_allowed = bytes;
-}
-
 int blocks_per_sm(int threads, size_t smem) {
-    if (threads <= 0 || threads > 1024 || smem > 227 * 1024) return 0;
+    if (threads <= 0 || threads > 1024 || smem > kSmemPerBlock) return 0;
     int n = 2048 / threads;
     if (smem) n = std::min<int>(n, int((228 * 1024) / (smem + 1024)));
     return std::min(n, 32);
@@ -271,8 +269,7 @@ void launch(cudaStream_t s, Kernel* k, int max_threads, dim3 grid, dim3 block, s
     if (grid.x > 0x7FFFFFFFu || grid.y > 65535 || grid.z > 65535) refuse("grid larger than the device allows");
     if (block.y != 1 || block.z != 1) refuse("blocks must be 1-D (simt.cuh)");
     if (block.x == 0 || int(block.x) > max_threads) refuse("more threads than the kernel's __launch_bounds__");
-    if (smem > k->smem_allowed) refuse("more dynamic shared memory than allowed");
-    if (smem > 227 * 1024) refuse("more shared memory than a block can have");
+    if (smem > kSmemPerBlock) refuse("more shared memory than a block can have");
     const simt::Dim g{int(grid.x), int(grid.y), int(grid.z)};
     const int threads = int(block.x);
     const std::string name = k->name;

@@ -11,19 +11,16 @@
 
 namespace lumen::simt_host {
 
-// One per kernel instantiation (launch.cuh's kernel_entry<K, A...>): its name, for messages, and
-// the dynamic shared memory it was allowed.
+// One per kernel instantiation (launch.cuh's kernel_entry<K, A...>): its name, for messages.
 struct Kernel {
     const char* name;
-    size_t smem_allowed;
 };
 template <class K, class... A>
 Kernel* kernel_id() {
-    static Kernel k{__PRETTY_FUNCTION__, 48 * 1024};
+    static Kernel k{__PRETTY_FUNCTION__};
     return &k;
 }
 
-void allow_smem(Kernel* k, size_t bytes);
 // As an H100 would answer (2048 threads, 228 KiB of shared memory, 32 blocks per SM).
 int blocks_per_sm(int threads, size_t smem);
 // Throws std::runtime_error, naming the kernel, for a launch the driver would refuse, and for any
