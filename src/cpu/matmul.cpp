@@ -46,7 +46,7 @@ void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void*
     if (n_rows_begin >= n_rows_end || M <= 0) return;
     const MatmulArgs a{wt, static_cast<const uint8_t*>(W), w_row_stride_bytes, static_cast<const uint8_t*>(Xq),
                        x_row_stride_bytes, Y, ldy, K, n_rows_begin, n_rows_end, M};
-    if (avx2::matmul_legacy(a) || avx512::matmul_tiled(a) || avx2::matmul_tiled(a)) return;
+    if (avx2::matmul_legacy(a) || avx2::matmul_kquant_few(a) || avx512::matmul_tiled(a) || avx2::matmul_tiled(a)) return;
     dot_loop(dot, a);
 }
 

@@ -254,6 +254,42 @@ TEST_CASE("matmul_rows gives every output the same bits whatever the batch; lega
     }
 }
 
+TEST_CASE("K-quants: the kernel for few tokens adds up each output as the tiles do") {
+    // Decode (1-4 tokens) reads the K-quant blocks in place; more tokens go through decoded tiles
+    // (matmul_kquant_avx2.cpp, matmul_tile_avx2.cpp). Speculative verification and prompt chunks
+    // depend on both giving the same bits. Rows that are not a multiple of 8, thread slices that
+    // start mid-tile, and rows longer than the tiles' K chunk (2048) included.
+    const int64_t N = 29, K = 2560, M = 7;
+    uint64_t seed = 4100;
+    for (DType w : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+        const size_t wstride = row_bytes(w, K), xstride = row_bytes(vec_dot_type(w), K);
+        std::vector<uint8_t> W(wstride * N), X(xstride * M);
+        for (int64_t n = 0; n < N; n++) {
+            const auto row = quantized_row(w, gaussian(size_t(K), seed++, 0.1f));
+            std::copy(row.begin(), row.end(), W.begin() + n * int64_t(wstride));
+        }
+        for (int64_t m = 0; m < M; m++) {
+            const auto row = activations(w, gaussian(size_t(K), seed++));
+            std::copy(row.begin(), row.end(), X.begin() + m * int64_t(xstride));
+        }
+        const std::string type_name = dtype_name(w);
+        CAPTURE(type_name);
+        std::vector<float> tiles(size_t(N * M));  // all 7 tokens at once: the tiled kernel
+        matmul_rows(w, W.data(), wstride, X.data(), xstride, tiles.data(), N, K, 0, N, M);
+        int bad = 0;
+        for (int64_t few = 1; few <= 4; few++)
+            for (int64_t m0 = 0; m0 + few <= M; m0 += few) {
+                std::vector<float> Y(size_t(N * few), -1.0f);
+                for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 5}, {5, 16}, {16, N}})
+                    matmul_rows(w, W.data(), wstride, X.data() + m0 * int64_t(xstride), xstride, Y.data(), N, K, b, e, few);
+                for (int64_t m = 0; m < few; m++)
+                    for (int64_t n = 0; n < N; n++)
+                        bad += std::memcmp(&Y[size_t(m * N + n)], &tiles[size_t((m0 + m) * N + n)], sizeof(float)) != 0;
+            }
+        CHECK(bad == 0);
+    }
+}
+
 TEST_CASE("bad arguments are a lumen::Error") {
     std::vector<uint8_t> buf(4096);
     std::vector<float> y(64);
