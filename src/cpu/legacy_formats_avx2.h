@@ -1,7 +1,6 @@
-// The legacy 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) for the AVX2 kernels that sum them in
-// ggml's order: each block's values as bytes for vpmaddubsw and its 8 integer lane sums with an
-// activation block. Shared by matmul_legacy_avx2.cpp (R rows x T tokens) and vec_dot_avx2.cpp (one
-// of each), which must agree bit for bit. Include only inside the AVX2+FMA+F16C guard.
+// The legacy 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) for vec_dot_avx2.cpp, which sums
+// them in ggml's order: each block's values as bytes for vpmaddubsw and its 8 integer lane sums with
+// an activation block. (Matrix products go through matmul_few_avx2.cpp and the tiles instead.) Include only inside the AVX2+FMA+F16C guard.
 #pragma once
 #include <immintrin.h>
 

@@ -1,11 +1,11 @@
-// matmul_rows: argument checks, then the SIMD kernels (matmul_legacy_avx2.cpp for the legacy
-// formats, matmul_tile_avx512.cpp / matmul_tile_avx2.cpp for the others) or a loop of dot products.
+// matmul_rows: argument checks, then the SIMD kernels (matmul_few_avx2.cpp for up to
+// kMaxFewTokens tokens of an integer format, matmul_tile_avx512.cpp / matmul_tile_avx2.cpp for
+// more, and for float weights) or a loop of dot products.
 //
-// Every batch size goes through the same kernel, so a token's result does not depend on how many
-// tokens share its forward pass: a prompt read in one batch or in pieces (chat's KV reuse,
+// Every batch size adds up each output the same way, so a token's result does not depend on how
+// many tokens share its forward pass: a prompt read in one batch or in pieces (chat's KV reuse,
 // speculative verification) gives bit-identical logits. A faster kernel for few tokens must add up
-// each output exactly as the kernel for many does (matmul_legacy_avx2.cpp: one kernel template,
-// R rows x T tokens, same order for every output).
+// each output exactly as the kernel for many does (matmul_few_avx2.cpp follows the tiles' order).
 #include "cpu/matmul.h"
 
 #include "cpu/matmul_impl.h"
@@ -46,7 +46,7 @@ void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void*
     if (n_rows_begin >= n_rows_end || M <= 0) return;
     const MatmulArgs a{wt, static_cast<const uint8_t*>(W), w_row_stride_bytes, static_cast<const uint8_t*>(Xq),
                        x_row_stride_bytes, Y, ldy, K, n_rows_begin, n_rows_end, M};
-    if (avx2::matmul_legacy(a) || avx2::matmul_kquant_few(a) || avx512::matmul_tiled(a) || avx2::matmul_tiled(a)) return;
+    if (avx2::matmul_few(a) || avx512::matmul_tiled(a) || avx2::matmul_tiled(a)) return;
     dot_loop(dot, a);
 }
 

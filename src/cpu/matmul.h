@@ -19,12 +19,11 @@ void quantize_activations(DType vec_type, const float* x, void* dst, int64_t K);
 // this on disjoint row ranges; ranges that are multiples of 16 rows keep the SIMD tiles whole.
 // Unsupported types throw lumen::Error.
 //
-// The legacy 32-value formats (Q4_0 ... Q8_0) are summed in ggml's order (matmul_legacy_avx2.cpp),
-// so models in them compute llama.cpp's bits. K-quants and float weights go through tiles of 8
-// weight rows (16 with AVX-512 VNNI) decoded once into an interleaved scratch copy and multiplied
-// with 4 tokens at a time; for up to 4 tokens (decode) the K-quant blocks are read in place instead
-// (matmul_kquant_avx2.cpp), summed in the tiles' order. Either way every output is summed the same
-// way whatever M is, so results do not depend on the batch.
+// Integer formats go through tiles of 8 weight rows (16 with AVX-512 VNNI for the K-quants)
+// decoded once into an interleaved scratch copy and multiplied with 4 tokens at a time; for up to 4
+// tokens (decode) the blocks are read in place instead (matmul_few_avx2.cpp), summed in the tiles'
+// order. Float weights go through float tiles. Every output is summed the same way whatever M is,
+// so results do not depend on the batch.
 void matmul_rows(DType wt, const void* W, size_t w_row_stride_bytes, const void* Xq, size_t x_row_stride_bytes,
                  float* Y, int64_t ldy, int64_t K, int64_t n_rows_begin, int64_t n_rows_end, int64_t M);
 

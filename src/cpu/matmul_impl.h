@@ -28,15 +28,14 @@ void with_token_count(int64_t left, const Body& body) {
     else body(std::integral_constant<int, 1>());
 }
 
-// At most this many tokens go through the K-quant kernel for few tokens (matmul_kquant_avx2.cpp);
-// more go through the tiles, which add up each output the same way.
-constexpr int kMaxKQuantTokens = 4;
+// At most this many tokens go through the integer formats' kernel for few tokens
+// (matmul_few_avx2.cpp); more go through the tiles, which add up each output the same way.
+constexpr int kMaxFewTokens = 4;
 
 namespace avx2 {
-// The K-quants read in place for at most kMaxKQuantTokens tokens; false for other types or more tokens.
-bool matmul_kquant_few(const MatmulArgs& a);
-// The legacy 32-value formats summed in ggml's order (matmul_legacy_avx2.cpp); false for other types.
-bool matmul_legacy(const MatmulArgs& a);
+// The integer formats read in place, for at most kMaxFewTokens tokens; false for other types or
+// more tokens.
+bool matmul_few(const MatmulArgs& a);
 // Runs the product with the tiled kernels, for any number of tokens; false if this build or type
 // has none (the caller then loops over vec_dot).
 bool matmul_tiled(const MatmulArgs& a);

@@ -1,5 +1,6 @@
-// Tiled AVX2 matmul for the K-quants and float weights (the legacy 32-value formats have their own
-// kernel, matmul_legacy_avx2.cpp, which sums as llama.cpp does).
+// Tiled AVX2 matmul for the integer formats (K-quants and the legacy 32-value formats) and float
+// weights, for prompts; decode (up to kMaxFewTokens tokens) goes through matmul_few_avx2.cpp, which
+// adds up each output in the same order.
 //
 // A tile is 8 weight rows decoded into a scratch copy where every 4 consecutive values of the 8
 // rows sit side by side: one 32-byte register holds values 4g..4g+3 of rows 0..7 ("group" g).
@@ -7,11 +8,11 @@
 // each row's partial dot product in its own 32-bit lane, so the 8 rows' sums come out of the
 // integer pipeline without horizontal adds, and each tile load serves 4 tokens.
 //
-// Every K-quant decodes to unsigned levels q with a float scale and offset per sub-block
-// of 16 or 32 values (value = d*q + m; Q4_K's d*sc*q - dmin*mn, Q6_K's d*sc*(q - 32), ...), so one
-// kernel covers them: sum(value * da*qa) = d*da*sum(q*qa) + m*(da*sum(qa)), and da*sum(qa) per
-// sub-block is read once from the activation blocks. Float weights use a plain FMA kernel on two
-// such 8-row panels at once.
+// Every integer format but Q8_0 decodes to unsigned levels q with a float scale and offset per
+// sub-block of 16 or 32 values (value = d*q + m; Q4_K's d*sc*q - dmin*mn, Q6_K's d*sc*(q - 32),
+// Q4_0's d*(q - 8), ...), so one kernel covers them (Q8_0: signed bytes, no offset):
+// sum(value * da*qa) = d*da*sum(q*qa) + m*(da*sum(qa)), and da*sum(qa) per sub-block is read once
+// from the activation blocks. Float weights use a plain FMA kernel on two such 8-row panels at once.
 #include "cpu/matmul_impl.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -93,8 +94,10 @@ inline __m256i bcast4(const uint8_t* p) {
     return _mm256_set1_epi32(v);
 }
 
-template <int NT, int SUB, int RUN>
-void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 out[NT]) {
+// kSigned: the tile holds Q8_0's signed bytes; vpmaddubsw then takes |w| and the activation with
+// w's sign. kMins: add the offset term m * sa (every type but Q8_0).
+template <int NT, int SUB, int RUN, bool kSigned, bool kMins>
+void kernel_int(QuantTile tile, const size_t* off, int64_t nsub, const TokenRows& x, __m256 out[NT]) {
     constexpr int kGroups = SUB / 4;
     __m256 acc[NT];  // locals stay in registers; `out` may alias the tile as far as the compiler knows
     for (int t = 0; t < NT; t++) acc[t] = out[t];
@@ -109,8 +112,15 @@ void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const Toke
             for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
             for (int g = g0; g < g0 + RUN; g++) {
                 const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 32 * g));
-                for (int t = 0; t < NT; t++)
-                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast4(x.q[t] + off[s] + 4 * g)));
+                if constexpr (kSigned) {
+                    const __m256i wabs = _mm256_sign_epi8(w, w);
+                    for (int t = 0; t < NT; t++)
+                        s16[t] = _mm256_add_epi16(
+                            s16[t], _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(bcast4(x.q[t] + off[s] + 4 * g), w)));
+                } else {
+                    for (int t = 0; t < NT; t++)
+                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast4(x.q[t] + off[s] + 4 * g)));
+                }
             }
             for (int t = 0; t < NT; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], ones16));
         }
@@ -118,7 +128,7 @@ void kernel_unsigned(QuantTile tile, const size_t* off, int64_t nsub, const Toke
         for (int t = 0; t < NT; t++) {
             const ActScale as = x.as[t][s];
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(as.d)), acc[t]);
-            acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as.s), acc[t]);
+            if constexpr (kMins) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as.s), acc[t]);
         }
     }
     for (int t = 0; t < NT; t++) out[t] = acc[t];
@@ -246,10 +256,11 @@ bool matmul_tiled(const MatmulArgs& a) {
                     constexpr int NT = decltype(nt)::value;
                     run_tokens<NT, 1>(
                         [&](__m256* acc) {
-                            if (l.sub == 32 && l.run == 8) kernel_unsigned<NT, 32, 8>(tile, off, ns, x, acc);
-                            else if (l.sub == 32) kernel_unsigned<NT, 32, 4>(tile, off, ns, x, acc);
-                            else if (l.run == 4) kernel_unsigned<NT, 16, 4>(tile, off, ns, x, acc);
-                            else kernel_unsigned<NT, 16, 2>(tile, off, ns, x, acc);
+                            if (l.family == Family::Signed) kernel_int<NT, 32, 1, true, false>(tile, off, ns, x, acc);
+                            else if (l.sub == 32 && l.run == 8) kernel_int<NT, 32, 8, false, true>(tile, off, ns, x, acc);
+                            else if (l.sub == 32) kernel_int<NT, 32, 4, false, true>(tile, off, ns, x, acc);
+                            else if (l.run == 4) kernel_int<NT, 16, 4, false, true>(tile, off, ns, x, acc);
+                            else kernel_int<NT, 16, 2, false, true>(tile, off, ns, x, acc);
                         },
                         a.Y, a.ldy, m0, n0, rows, b0 > 0);
                 });

@@ -3,7 +3,7 @@
 // register), and vpdpbusd instead of vpmaddubsw + vpmaddwd: it multiplies unsigned weight levels
 // with the broadcast signed activation bytes and adds the 4-product sums straight into int32, so
 // no int16 partial sums can overflow and one instruction does 64 multiply-adds. K-quants only:
-// float weights are left to the AVX2 tiles, the legacy formats to matmul_legacy_avx2.cpp.
+// float weights and the legacy formats are left to the AVX2 tiles.
 #include "cpu/matmul_impl.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX2__) && \
@@ -88,7 +88,10 @@ struct Scratch {
 
 bool matmul_tiled(const MatmulArgs& a) {
     avx2::Layout l;
-    if (!avx2::layout_of(a.wt, l) || l.family == avx2::Family::Float) return false;
+    // The K-quants only: the legacy formats' tiles (Q8_0's signed bytes, no offsets) are the AVX2
+    // kernel's, and decode goes through matmul_few_avx2.cpp, which sums as the AVX2 tiles do.
+    if (!avx2::layout_of(a.wt, l) || l.family != avx2::Family::Unsigned || dtype_info(a.wt).block_size != 256)
+        return false;
     thread_local Scratch sc;
 
     const DType vt = vec_dot_type(a.wt);

@@ -14,23 +14,27 @@
 
 namespace lumen::cpu::avx2 {
 
-enum class Family { Unsigned, Float };
+// Unsigned: levels 0..qmax with value = d * level + m. Signed: Q8_0's bytes as they are (value =
+// d * byte), multiplied through the signs (|w| times the activation with w's sign). Float: f32.
+enum class Family { Unsigned, Signed, Float };
 
 // How a weight type sits in a tile.
 struct Layout {
     Family family;
-    int sub;  // values per (scale, offset) pair: 16 or 32
-    int run;  // 4-value groups whose int16 maddubs sums can be added before they overflow
+    int sub;    // values per (scale, offset) pair: 16 or 32
+    int run;    // 4-value groups whose int16 maddubs sums can be added before they overflow
+    bool mins;  // whether values have an offset m (every type but Q8_0)
 };
 
 inline bool layout_of(DType t, Layout& l) {
     switch (t) {
         // run: each int16 lane adds 2 products per group, |product| <= qmax * 127 <= 32767 / (2 * run).
-        case DType::Q4_K: l = {Family::Unsigned, 32, 8}; return true;
-        case DType::Q5_K: l = {Family::Unsigned, 32, 4}; return true;
-        case DType::Q2_K: case DType::Q3_K: l = {Family::Unsigned, 16, 4}; return true;
-        case DType::Q6_K: l = {Family::Unsigned, 16, 2}; return true;
-        case DType::F32: case DType::F16: case DType::BF16: l = {Family::Float, 1, 1}; return true;
+        case DType::Q4_K: case DType::Q4_0: case DType::Q4_1: l = {Family::Unsigned, 32, 8, true}; return true;
+        case DType::Q5_K: case DType::Q5_0: case DType::Q5_1: l = {Family::Unsigned, 32, 4, true}; return true;
+        case DType::Q2_K: case DType::Q3_K: l = {Family::Unsigned, 16, 4, true}; return true;
+        case DType::Q6_K: l = {Family::Unsigned, 16, 2, true}; return true;
+        case DType::Q8_0: l = {Family::Signed, 32, 1, false}; return true;
+        case DType::F32: case DType::F16: case DType::BF16: l = {Family::Float, 1, 1, false}; return true;
         default: return false;
     }
 }
@@ -118,6 +122,26 @@ inline void decode_q6_k(const uint8_t* blk, uint8_t* q, float* d, float* m) {
     }
 }
 
+// The legacy 32-value blocks: one sub-block each. Q4_0 and Q5_0 are offset by 8 and 16 levels;
+// Q4_1 and Q5_1 carry their offset m; Q8_0's bytes are signed values.
+template <class Block, int kBias, bool kFifth, bool kMin>
+inline void decode_legacy(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const Block& b = *reinterpret_cast<const Block*>(blk);
+    __m256i v = unpack_nibbles16(b.qs);
+    if constexpr (kFifth) v = _mm256_or_si256(v, _mm256_and_si256(fifth_bits(b.qh), _mm256_set1_epi8(0x10)));
+    store32(q, v);
+    d[0] = fp16_to_f32(b.d);
+    if constexpr (kMin) m[0] = fp16_to_f32(b.m);
+    else m[0] = float(-kBias) * d[0];
+}
+
+inline void decode_q8_0(const uint8_t* blk, uint8_t* q, float* d, float* m) {
+    const BlockQ8_0& b = *reinterpret_cast<const BlockQ8_0*>(blk);
+    store32(q, loadu(b.qs));
+    d[0] = fp16_to_f32(b.d);
+    m[0] = 0;
+}
+
 using DecodeFn = void (*)(const uint8_t* blk, uint8_t* q, float* d, float* m);
 
 inline DecodeFn decoder_of(DType t) {
@@ -127,6 +151,11 @@ inline DecodeFn decoder_of(DType t) {
         case DType::Q4_K: return decode_q45_k<BlockQ4_K, false>;
         case DType::Q5_K: return decode_q45_k<BlockQ5_K, true>;
         case DType::Q6_K: return decode_q6_k;
+        case DType::Q4_0: return decode_legacy<BlockQ4_0, 8, false, false>;
+        case DType::Q4_1: return decode_legacy<BlockQ4_1, 0, false, true>;
+        case DType::Q5_0: return decode_legacy<BlockQ5_0, 16, true, false>;
+        case DType::Q5_1: return decode_legacy<BlockQ5_1, 0, true, true>;
+        case DType::Q8_0: return decode_q8_0;
         default: return nullptr;
     }
 }

@@ -25,8 +25,7 @@ inline __m256i scale_pair(int lo, int hi) {
     return _mm256_set_m128i(_mm_set1_epi16(int16_t(hi)), _mm_set1_epi16(int16_t(lo)));
 }
 
-// ---- legacy formats: one accumulator, blocks in order (ggml's order), with the same lane sums as
-// matmul_legacy_avx2.cpp's kernels ----
+// ---- legacy formats: one accumulator, blocks in order (ggml's order) ----
 
 template <class F>
 float dot_legacy(int64_t n, const void* wv, const void* av) {
