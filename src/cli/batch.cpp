@@ -110,7 +110,7 @@ void check_flags(const Opts& o) {
     if (o.n_samples < 1) fail("--n-samples ", o.n_samples, ": want at least 1");
     if (o.n_predict == 0 || o.n_predict < -1) fail("-n ", o.n_predict, ": want a positive count or -1");
     if (o.kv_tokens < 0) fail("--kv-tokens ", o.kv_tokens, ": must not be negative");
-    if (o.run.n_threads < 0) fail("-t ", o.run.n_threads, ": must be positive");
+    check_threads(o.run);
     if (o.run.n_batch < 1) fail("-b ", o.run.n_batch, ": want at least 1");
     if (o.jinja && !o.chat_template.empty()) fail("give at most one of --jinja or --chat-template");
     if (o.resume && o.output.empty()) fail("--resume needs -o OUT.jsonl (it continues what a previous run wrote there)");
@@ -214,7 +214,7 @@ void run(Opts& o) {
         if (!notice.empty()) std::fprintf(stderr, "lumen: %s\n", notice.c_str());
     }
 
-    Scheduler sched(*model, make_backend(o.run.device, o.run.n_threads), so,
+    Scheduler sched(*model, make_backend(o.run.device, o.run.n_threads, o.run.n_threads_batch), so,
                     [&tok](int32_t t) { return tok.is_eog(t); });
     const int n_ctx = sched.n_ctx();
     Speculation spec = make_batch_speculation(o.spec, o.run, tok, so, n_ctx, sched.backend());

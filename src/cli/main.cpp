@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "util/error.h"
 
-// llama.cpp's tools spell some options with a single dash and two letters (-pg, -ub, -np, -md), which
+// llama.cpp's tools spell some options with a single dash and two letters (-pg, -ub, -np, -md, -tb), which
 // CLI11 reads as clustered short flags: rewrite them to their long forms so users can switch tools freely.
 static std::vector<std::string> normalise_args(int argc, char** argv) {
     std::vector<std::string> args;
@@ -16,6 +16,7 @@ static std::vector<std::string> normalise_args(int argc, char** argv) {
         else if (a == "-ub") a = "--ubatch-size";
         else if (a == "-np") a = "--parallel";
         else if (a == "-md") a = "--draft-model";
+        else if (a == "-tb") a = "--threads-batch";
         args.push_back(a);
     }
     return args;

@@ -1,7 +1,6 @@
 #include "cpu/backend_cpu.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,7 +23,10 @@ uint8_t* OpCtx::ptr(const Tensor* t) const {
 }
 }  // namespace cpu
 
-CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
+CpuBackend::CpuBackend(int n_threads, int n_threads_batch)
+    : n_threads_(std::max(1, n_threads)),
+      n_threads_batch_(n_threads_batch > 0 ? n_threads_batch : n_threads_),
+      pool_(std::max(n_threads_, n_threads_batch_)) {}
 CpuBackend::~CpuBackend() = default;
 
 void CpuBackend::alloc_state(Tensor* t) {
@@ -37,6 +39,10 @@ void CpuBackend::alloc_state(Tensor* t) {
 
 void CpuBackend::prepare(Graph& g) {
     if (arena_.size() < g.arena_size()) arena_.resize(g.arena_size());
+    int64_t tokens = 1;  // the most activation rows any product of the pass multiplies
+    for (Tensor* n : g.nodes())
+        if (n->op == Op::MulMat) tokens = std::max(tokens, n->src[1]->nrows());
+    nth_ = tokens > 1 ? n_threads_batch_ : n_threads_;
     for (Tensor* n : g.nodes()) {
         size_t s = 0, p = 0;
         cpu::work_size(n, pool_.size(), s, p);
@@ -97,7 +103,7 @@ void CpuBackend::compute(Graph& g) {
             if (dump && ith == 0) dump_node(c, t);
             if (dump) c.barrier();
         }
-    });
+    }, nth_);
 }
 
 void CpuBackend::read(const Tensor* t, void* dst, size_t bytes) {

@@ -7,6 +7,8 @@
 
 namespace lumen {
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads);
+// n_threads (0: the physical cores) for generation, n_threads_batch (0: as n_threads) for passes of
+// several tokens; both for the CPU only.
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, int n_threads_batch = 0);
 
 }  // namespace lumen
