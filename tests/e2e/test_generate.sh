@@ -7,6 +7,9 @@ if printf '%s' "$out" | grep -q "Paris"; then pass "complete: greedy answer ment
 if grep -q "generated: 8 tokens" "$TMP/err"; then pass "complete: timing summary"; else fail "complete: timing summary" "$(cat "$TMP/err")"; fi
 out2=$("$LUMEN" complete -m "$M" -p "The capital of France is" -n 8 --temp 0 --device cpu 2>/dev/null)
 [ "$out" = "$out2" ] && pass "complete: greedy is deterministic" || fail "complete: deterministic" "'$out' vs '$out2'"
+out3=$("$LUMEN" complete -m "$M" -p "The capital of France is" -n 8 --temp 0 --device cpu -t 1 -tb 2 2>/dev/null)
+[ "$out" = "$out3" ] && pass "complete: -t 1 -tb 2 gives the same greedy text" || fail "complete: -t/-tb" "'$out' vs '$out3'"
+expect_error "complete: bad -tb" "-tb 5000" "$LUMEN" complete -m "$M" -p hi -tb 5000 --device cpu
 s1=$("$LUMEN" complete -m "$M" -p "Once upon a time" -n 12 --temp 0.8 --seed 7 --device cpu 2>/dev/null)
 s2=$("$LUMEN" complete -m "$M" -p "Once upon a time" -n 12 --temp 0.8 --seed 7 --device cpu 2>/dev/null)
 [ "$s1" = "$s2" ] && pass "complete: same seed, same sample" || fail "complete: seeded sampling" "'$s1' vs '$s2'"
