@@ -4,8 +4,6 @@
 // src/engine/backend_select.cpp's, which the linker then leaves out of the archive.
 #include "engine/backend_select.h"
 
-#include <thread>
-
 #include "cpu/backend_cpu.h"
 #include "util/error.h"
 
@@ -13,10 +11,9 @@ namespace lumen {
 
 std::unique_ptr<Backend> make_simt_backend(int device);
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads) {
-    if (n_threads <= 0) n_threads = int(std::thread::hardware_concurrency());
-    if (n_threads <= 0) n_threads = 1;
-    if (device == "cpu") return std::make_unique<CpuBackend>(n_threads);
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, int n_threads_batch) {
+    if (n_threads <= 0) n_threads = physical_cores();
+    if (device == "cpu") return std::make_unique<CpuBackend>(n_threads, n_threads_batch);
     if (device == "cuda" || device == "auto") return make_simt_backend(0);
     fail("--device ", device, ": unknown device (use cpu, cuda or auto)");
 }
