@@ -175,29 +175,38 @@ struct Job {
                 info[r].last = pos[tok];
             }
     }
-    // K and V rows of positions ka..kb (one block, starting at b0) into the f32 scratch.
-    // Rows up to `ahead` (the last position of the item) of the next block are prefetched: the
-    // cache is read once per token, from memory, in pieces of head_bytes that the hardware
-    // prefetcher follows poorly across the pages of the block table.
+    // f(j, physical row of position j) for j in [from, to): one division per call, not per row.
+    template <class F>
+    void for_rows(const int32_t* blocks, int64_t from, int64_t to, F f) const {
+        int64_t page = from / bs, off = from % bs;
+        for (int64_t j = from; j < to; j++) {
+            f(j, size_t(blocks[page]) * size_t(bs) + size_t(off));
+            if (++off == bs) {
+                off = 0;
+                page++;
+            }
+        }
+    }
+    // K and V rows of positions ka..kb (one block, starting at b0) into the f32 scratch; keys of the
+    // block outside ka..kb (no row here attends to them, their scores are discarded) get zeros.
+    // The next block's rows up to `ahead` (the last position of the item) are prefetched: the
+    // cache is read from memory once per token, in pieces of head_bytes scattered over the pages of
+    // the block table, which the hardware prefetcher follows poorly.
     void load_block(int64_t seq_id, int64_t hk, int64_t b0, int64_t ka, int64_t kb, int64_t ahead) {
         const int32_t* blocks = table + seq_id * max_blocks;
-        for (int64_t j = b0 + attn::kBlock; j < std::min(b0 + 2 * attn::kBlock, ahead + 1); j++) {
-            const size_t row = size_t(blocks[j / bs]) * size_t(bs) + size_t(j % bs);
+        const size_t head = size_t(hk) * head_bytes;
+        for_rows(blocks, b0 + attn::kBlock, std::min(b0 + 2 * attn::kBlock, ahead + 1), [&](int64_t, size_t row) {
             for (size_t o = 0; o < head_bytes; o += 64) {
-                __builtin_prefetch(kc + row * k_nb1 + size_t(hk) * head_bytes + o);
-                __builtin_prefetch(vc + row * v_nb1 + size_t(hk) * head_bytes + o);
+                __builtin_prefetch(kc + row * k_nb1 + head + o);
+                __builtin_prefetch(vc + row * v_nb1 + head + o);
             }
-        }
-        for (int64_t j = b0; j < b0 + attn::kBlock; j++) {
-            float* kr = k + (j - b0) * d.dp;
-            if (j < ka || j > kb) {  // keys no row here attends to: their scores are discarded
-                std::fill(kr, kr + d.dp, 0.0f);
-                continue;
-            }
-            const size_t row = size_t(blocks[j / bs]) * size_t(bs) + size_t(j % bs);
-            to_f32(kt, kc + row * k_nb1 + size_t(hk) * head_bytes, kr, d.D);
-            to_f32(vt, vc + row * v_nb1 + size_t(hk) * head_bytes, v + (j - b0) * d.dp, d.D);
-        }
+        });
+        for (int64_t j = b0; j < b0 + attn::kBlock; j++)
+            if (j < ka || j > kb) std::fill(k + (j - b0) * d.dp, k + (j - b0 + 1) * d.dp, 0.0f);
+        for_rows(blocks, ka, kb + 1, [&](int64_t j, size_t row) {
+            to_f32(kt, kc + row * k_nb1 + head, k + (j - b0) * d.dp, d.D);
+            to_f32(vt, vc + row * v_nb1 + head, v + (j - b0) * d.dp, d.D);
+        });
     }
     // The partial results of chunk ci for the rows of (tile t0..t1, KV head hk), whose query rows are
     // loaded; rec(r) is where row r's goes.
@@ -303,7 +312,8 @@ void op_attention(const OpCtx& c, Tensor* t) {
     };
 
     if (d.T <= kSplitTokens) {
-        // Items (tile, KV head, chunk) in that order; partial results to shared scratch.
+        // Items (tile, chunk, KV head) in that order, so that a thread's run of items reads whole
+        // cache rows (all heads) of consecutive positions; partial results to shared scratch.
         float* parts = reinterpret_cast<float*>(c.work);
         auto rec_of = [&](int64_t tok, int64_t h, int64_t ci) { return parts + ((tok * d.n_head + h) * d.n_chunks + ci) * d.rec; };
         int64_t n_items = 0;
@@ -318,16 +328,19 @@ void op_attention(const OpCtx& c, Tensor* t) {
         for (int64_t ti = 0; ti < n_tiles && item < e; ti++) {
             int64_t lo, hi;
             span(ti, lo, hi);
-            const int64_t t0 = tiles[ti], t1 = tiles[ti + 1], c0 = lo / kChunk, nc = hi / kChunk - c0 + 1;
-            for (int64_t hk = 0; hk < d.n_head_kv && item < e; hk++, item += nc) {
-                const int64_t i0 = std::max(item, b), i1 = std::min(item + nc, e);
-                if (i0 >= i1) continue;
-                j.load_rows(t0, t1, hk);
-                for (int64_t ci = c0 + i0 - item; ci < c0 + i1 - item; ci++)
+            const int64_t t0 = tiles[ti], t1 = tiles[ti + 1], nc = hi / kChunk - lo / kChunk + 1;
+            if (item + nc * d.n_head_kv <= b) {
+                item += nc * d.n_head_kv;
+                continue;
+            }
+            for (int64_t ci = lo / kChunk; ci <= hi / kChunk; ci++)
+                for (int64_t hk = 0; hk < d.n_head_kv; hk++, item++) {
+                    if (item < b || item >= e) continue;
+                    j.load_rows(t0, t1, hk);
                     j.chunk(t0, t1, hk, lo, hi, ci, [&](int64_t r) {
                         return rec_of(t0 + r / d.group, hk * d.group + r % d.group, ci);
                     });
-            }
+                }
         }
         c.barrier();
         // Each (token, head) merges its own chunks in order.
