@@ -14,19 +14,15 @@
 #include "tensor/graph.h"
 #include "tensor/quant.h"
 #include "test_backends.h"
+#include "test_quant_util.h"
 
 using namespace lumen;
 namespace attn = lumen::cpu::attn;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (float& x : v) x = d(rng);
-    return v;
-}
+// Gaussian values: testq::gaussian (test_quant_util.h).
+inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) { return testq::gaussian(n, seed, scale); }
 
 bool same_bits(const void* a, const void* b, size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
 

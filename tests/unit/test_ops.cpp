@@ -13,6 +13,7 @@
 #include "../../cuda/device.h"
 #include "engine/backend_select.h"
 #include "test_backends.h"
+#include "test_quant_util.h"
 #include "tensor/graph.h"
 #include "tensor/quant.h"
 
@@ -20,13 +21,8 @@ using namespace lumen;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (float& x : v) x = d(rng);
-    return v;
-}
+// Gaussian values: testq::gaussian (test_quant_util.h).
+inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) { return testq::gaussian(n, seed, scale); }
 
 double rel_err(const std::vector<float>& a, const std::vector<double>& ref) {
     double num = 0, den = 0;

@@ -52,6 +52,28 @@ Expected expected_dot(DType w, int64_t n, const void* wrow, const void* arow) {
     return {dot, tol};
 }
 
+// N weight rows of type w and M activation rows in its partner format, K values each, from
+// gaussians (seed advanced per row).
+struct Operands {
+    size_t wstride, xstride;
+    std::vector<uint8_t> W, X;
+};
+
+Operands operands(DType w, int64_t N, int64_t K, int64_t M, uint64_t& seed) {
+    Operands o{row_bytes(w, K), row_bytes(vec_dot_type(w), K), {}, {}};
+    o.W.resize(o.wstride * size_t(N));
+    o.X.resize(o.xstride * size_t(M));
+    for (int64_t n = 0; n < N; n++) {
+        const auto row = quantized_row(w, gaussian(size_t(K), seed++, 0.1f));
+        std::copy(row.begin(), row.end(), o.W.begin() + n * int64_t(o.wstride));
+    }
+    for (int64_t m = 0; m < M; m++) {
+        const auto row = activations(w, gaussian(size_t(K), seed++));
+        std::copy(row.begin(), row.end(), o.X.begin() + m * int64_t(o.xstride));
+    }
+    return o;
+}
+
 }  // namespace
 
 TEST_SUITE("vec_dot") {
@@ -221,17 +243,9 @@ TEST_CASE("matmul_rows gives every output the same bits whatever the batch") {
     for (DType w : weight_types()) {
         const int64_t bs = dtype_info(w).block_size;
         const int64_t k = bs == 256 ? 768 : K;
-        const DType vt = vec_dot_type(w);
-        const size_t wstride = row_bytes(w, k), xstride = row_bytes(vt, k);
-        std::vector<uint8_t> W(wstride * N), X(xstride * MMAX);
-        for (int64_t n = 0; n < N; n++) {
-            const auto row = quantized_row(w, gaussian(size_t(k), seed++, 0.1f));
-            std::copy(row.begin(), row.end(), W.begin() + n * int64_t(wstride));
-        }
-        for (int64_t m = 0; m < MMAX; m++) {
-            const auto row = activations(w, gaussian(size_t(k), seed++));
-            std::copy(row.begin(), row.end(), X.begin() + m * int64_t(xstride));
-        }
+        const Operands ops = operands(w, N, k, MMAX, seed);
+        const size_t wstride = ops.wstride, xstride = ops.xstride;
+        const std::vector<uint8_t>&W = ops.W, &X = ops.X;
         const std::string type_name = dtype_name(w);
         CAPTURE(type_name);
         std::vector<float> one(size_t(N * MMAX));
@@ -259,16 +273,9 @@ TEST_CASE("integer formats: the kernel for few tokens adds up each output as the
     for (DType w : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q4_0, DType::Q4_1,
                     DType::Q5_0, DType::Q5_1, DType::Q8_0}) {
         const int64_t K = dtype_info(w).block_size == 256 ? 2560 : 2400;
-        const size_t wstride = row_bytes(w, K), xstride = row_bytes(vec_dot_type(w), K);
-        std::vector<uint8_t> W(wstride * N), X(xstride * M);
-        for (int64_t n = 0; n < N; n++) {
-            const auto row = quantized_row(w, gaussian(size_t(K), seed++, 0.1f));
-            std::copy(row.begin(), row.end(), W.begin() + n * int64_t(wstride));
-        }
-        for (int64_t m = 0; m < M; m++) {
-            const auto row = activations(w, gaussian(size_t(K), seed++));
-            std::copy(row.begin(), row.end(), X.begin() + m * int64_t(xstride));
-        }
+        const Operands ops = operands(w, N, K, M, seed);
+        const size_t wstride = ops.wstride, xstride = ops.xstride;
+        const std::vector<uint8_t>&W = ops.W, &X = ops.X;
         const std::string type_name = dtype_name(w);
         CAPTURE(type_name);
         std::vector<float> tiles(size_t(N * M));  // all 7 tokens at once: the tiled kernel
