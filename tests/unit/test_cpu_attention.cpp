@@ -28,7 +28,7 @@ bool same_bits(const void* a, const void* b, size_t bytes) { return std::memcmp(
 
 // --- the op, step by step over a persistent paged cache ----------------------------------------
 
-constexpr int64_t kD = 64, kH = 6, kHK = 2, kBS = 8, kBlocks = 200, kMaxBlocks = 100;
+constexpr int64_t kH = 6, kHK = 2, kBS = 8, kBlocks = 200, kMaxBlocks = 100;
 
 struct Token {
     int seq, pos;
@@ -40,6 +40,7 @@ std::vector<float> token_values(const Token& t, int what, int64_t n) {
 }
 
 struct Run {
+    int64_t head_dim;
     DType type;
     int window;
     float softcap;
@@ -47,9 +48,9 @@ struct Run {
     std::vector<uint8_t> k, v;
     std::vector<std::vector<int32_t>> tables;  // per sequence: its physical blocks
 
-    Run(DType type_, int window_, float softcap_, int n_threads, int shuffle)
-        : type(type_), window(window_), softcap(softcap_), be(test_backend("cpu", n_threads)),
-          k(row_bytes(type_, kD * kHK) * kBlocks * kBS), v(k.size()), tables(2) {
+    Run(int64_t D, DType type_, int window_, float softcap_, int n_threads, int shuffle)
+        : head_dim(D), type(type_), window(window_), softcap(softcap_), be(test_backend("cpu", n_threads)),
+          k(row_bytes(type_, D * kHK) * kBlocks * kBS), v(k.size()), tables(2) {
         // Two sequences' blocks spread through the pool; `shuffle` picks the spread.
         for (int b = 0; b < kBlocks; b++) {
             const int phys = (b * (shuffle ? 7 : 1) + shuffle) % kBlocks;  // 7 is coprime to 200
@@ -60,10 +61,10 @@ struct Run {
     Tensor cache(std::vector<uint8_t>& mem, const char* name) {
         Tensor t;
         t.type = type;
-        t.ne[0] = kD * kHK;
+        t.ne[0] = head_dim * kHK;
         t.ne[1] = kBlocks * kBS;
         t.nb[0] = dtype_info(type).block_bytes;
-        t.nb[1] = row_bytes(type, kD * kHK);
+        t.nb[1] = row_bytes(type, head_dim * kHK);
         t.nb[2] = t.nb[3] = t.nb[1] * size_t(t.ne[1]);
         t.is_state = true;
         t.data = mem.data();
@@ -77,9 +78,9 @@ struct Run {
         std::vector<float> q, kv, vv;
         std::vector<int32_t> pos, seq, rows, table(size_t(kMaxBlocks * 2));
         for (const Token& t : toks) {
-            for (float x : token_values(t, 0, kD * kH)) q.push_back(x);
-            for (float x : token_values(t, 1, kD * kHK)) kv.push_back(x);
-            for (float x : token_values(t, 2, kD * kHK)) vv.push_back(x);
+            for (float x : token_values(t, 0, head_dim * kH)) q.push_back(x);
+            for (float x : token_values(t, 1, head_dim * kHK)) kv.push_back(x);
+            for (float x : token_values(t, 2, head_dim * kHK)) vv.push_back(x);
             pos.push_back(t.pos);
             seq.push_back(t.seq);
             rows.push_back(tables[size_t(t.seq)][size_t(t.pos / kBS)] * int32_t(kBS) + t.pos % int32_t(kBS));
@@ -94,12 +95,12 @@ struct Run {
         };
         Tensor kt = cache(k, "k"), vt = cache(v, "v");
         Tensor* rt = input(DType::I32, rows.data(), T, 1);
-        Tensor* kc = g.kv_write(g.state(&kt), input(DType::F32, kv.data(), kD * kHK, T), rt);
-        Tensor* vc = g.kv_write(g.state(&vt), input(DType::F32, vv.data(), kD * kHK, T), rt);
-        Tensor* qt = g.reshape(input(DType::F32, q.data(), kD, kH * T), kD, kH, T);
+        Tensor* kc = g.kv_write(g.state(&kt), input(DType::F32, kv.data(), head_dim * kHK, T), rt);
+        Tensor* vc = g.kv_write(g.state(&vt), input(DType::F32, vv.data(), head_dim * kHK, T), rt);
+        Tensor* qt = g.reshape(input(DType::F32, q.data(), head_dim, kH * T), head_dim, kH, T);
         Tensor* out = g.attention(qt, kc, vc, input(DType::I32, pos.data(), T, 1), input(DType::I32, seq.data(), T, 1),
                                   input(DType::I32, table.data(), kMaxBlocks, 2), int(kBS), int(kHK),
-                                  1.0f / std::sqrt(float(kD)), window, softcap);
+                                  1.0f / std::sqrt(float(head_dim)), window, softcap);
         g.mark_output(out);
         g.plan();
         be->prepare(g);  // each step's graph is new (maybe at the last one's address): size the scratch again
@@ -108,7 +109,7 @@ struct Run {
         be->read(out, all.data(), all.size() * sizeof(float));
         be->release(g);
         std::vector<std::vector<float>> r;
-        for (int64_t i = 0; i < T; i++) r.emplace_back(all.begin() + i * kD * kH, all.begin() + (i + 1) * kD * kH);
+        for (int64_t i = 0; i < T; i++) r.emplace_back(all.begin() + i * head_dim * kH, all.begin() + (i + 1) * head_dim * kH);
         return r;
     }
 };
@@ -127,9 +128,9 @@ std::vector<Token> cat(std::vector<Token> a, const std::vector<Token>& b) {
 // Sequence 0 at positions 0..kN-1 three ways; every output must have the same bits.
 constexpr int kN = 600;  // three chunks of keys
 
-void check_invariance(DType type, int window, float softcap) {
+void check_invariance(DType type, int window, float softcap, int64_t head_dim = 64) {
     // 1. The whole sequence in one batch, 2 threads.
-    Run ref(type, window, softcap, 2, 0);
+    Run ref(head_dim, type, window, softcap, 2, 0);
     const std::vector<std::vector<float>> want = ref.step(span(0, 0, kN));
     std::vector<std::vector<float>> got(kN);
     auto take = [&](const std::vector<Token>& toks, const std::vector<std::vector<float>>& outs) {
@@ -139,7 +140,7 @@ void check_invariance(DType type, int window, float softcap) {
     // 2. A prompt of 300, then one token at a time up to 330 (the decode path), then the rest in
     //    batches of 16 (still split by chunk) and 45; 3 threads, other blocks.
     {
-        Run r(type, window, softcap, 3, 5);
+        Run r(head_dim, type, window, softcap, 3, 5);
         auto s = span(0, 0, 300);
         take(s, r.step(s));
         for (int p = 300; p < 330; p++) take({{0, p}}, r.step({{0, p}}));
@@ -152,14 +153,14 @@ void check_invariance(DType type, int window, float softcap) {
     }
     for (int p = 0; p < kN; p++) {
         INFO("one at a time / in batches: position ", p);
-        REQUIRE(got[size_t(p)].size() == size_t(kD * kH));
-        CHECK(same_bits(got[size_t(p)].data(), want[size_t(p)].data(), sizeof(float) * kD * kH));
+        REQUIRE(got[size_t(p)].size() == size_t(head_dim * kH));
+        CHECK(same_bits(got[size_t(p)].data(), want[size_t(p)].data(), sizeof(float) * head_dim * kH));
     }
     // 3. Mixed with sequence 1 in every step, 1 thread: a shared prompt batch, decode steps of both,
     //    a verification-sized run of 7 beside one token of the other, then the rest together.
     got.assign(kN, {});
     {
-        Run r(type, window, softcap, 1, 3);
+        Run r(head_dim, type, window, softcap, 1, 3);
         auto s = cat(span(1, 0, 100), span(0, 0, 290));
         take(s, r.step(s));
         for (int p = 290; p < 300; p++) {
@@ -173,8 +174,8 @@ void check_invariance(DType type, int window, float softcap) {
     }
     for (int p = 0; p < kN; p++) {
         INFO("beside another sequence: position ", p);
-        REQUIRE(got[size_t(p)].size() == size_t(kD * kH));
-        CHECK(same_bits(got[size_t(p)].data(), want[size_t(p)].data(), sizeof(float) * kD * kH));
+        REQUIRE(got[size_t(p)].size() == size_t(head_dim * kH));
+        CHECK(same_bits(got[size_t(p)].data(), want[size_t(p)].data(), sizeof(float) * head_dim * kH));
     }
 }
 
@@ -189,6 +190,7 @@ TEST_SUITE("cpu attention") {
             check_invariance(type, 270, 0.0f);  // windows start mid-block and mid-chunk
             check_invariance(type, 0, 20.0f);
         }
+        check_invariance(DType::F16, 270, 0.0f, 40);  // rows padded from 40 to 48
     }
 
     TEST_CASE("attention arithmetic: exp1 is accurate, 1 at 0, 0 far below") {
